@@ -1,0 +1,78 @@
+"""The ``mmib`` command: a thin layer over the library.
+
+Sub-commands live in :mod:`mmib.commands`, one module each, discovered at
+start-up: a module defines ``COMMAND`` (its name), ``HELP``, ``ORDER``,
+``add_arguments(parser)`` and ``run(args) -> int``. User errors
+(:class:`~mmib.errors.MMIBError`) print one line and exit 2; ``--debug`` shows
+the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+import warnings
+from collections.abc import Sequence
+from types import ModuleType
+
+from mmib.errors import MMIBError
+
+
+def _command_modules() -> list[ModuleType]:
+    import mmib.commands as pkg
+
+    mods = []
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"mmib.commands.{info.name}")
+        if hasattr(mod, "COMMAND"):
+            mods.append(mod)
+    return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.COMMAND))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmib", description="Multimodal representation learning with information-bottleneck and MI objectives."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors")
+    from mmib import __version__
+
+    parser.add_argument("--version", action="version", version=f"mmib {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in _command_modules():
+        p = sub.add_parser(mod.COMMAND, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP))
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    debug = getattr(args, "debug", False)
+    if not debug:
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+    try:
+        return int(args._run(args) or 0)
+    except MMIBError as exc:
+        if debug:
+            raise
+        print(f"mmib {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mmib {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``mmib`` CLI, one module each (see :mod:`mmib.cli`)."""

@@ -1,0 +1,1 @@
+"""Evaluation: metrics (``mmib.eval.metrics``)."""

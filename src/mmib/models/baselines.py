@@ -1,0 +1,83 @@
+"""Non-IB baselines: early fusion by concatenation and late fusion by averaging."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mmib.data.dataset import Batch, DatasetSpec
+from mmib.models.base import ModelOutput, MultimodalModel, Objective, head_output, make_head, task_loss
+from mmib.models.registry import register_model
+from mmib.nn.encoders import ModalityEncoders
+
+
+@dataclass
+class EncoderOptions:
+    """Options shared by models with one encoder per modality."""
+
+    hidden: int = 128
+    encoder: str = "auto"
+    encoders: dict[str, str] = field(default_factory=dict)
+    encoder_layers: int = 1
+    dropout: float = 0.1
+    text_model: str | None = None
+    regression_loss: str = "l1"
+
+
+def make_encoders(spec: DatasetSpec, o: EncoderOptions, out_dim: int | None = None) -> ModalityEncoders:
+    """The per-modality encoders described by ``o`` (out width ``o.hidden`` unless given)."""
+    return ModalityEncoders(
+        spec, out_dim or o.hidden, kinds=o.encoders, default=o.encoder, hidden=o.hidden, dropout=o.dropout,
+        layers=o.encoder_layers, text_model=o.text_model,
+    )
+
+
+@register_model("concat", "encoders per modality, concatenation, MLP head (early fusion, no IB)")
+class ConcatFusion(MultimodalModel):
+    @dataclass
+    class Options(EncoderOptions):
+        head_hidden: int = 128
+
+    def __init__(self, spec: DatasetSpec, options: "ConcatFusion.Options") -> None:
+        super().__init__(spec, options)
+        self.encoders = make_encoders(spec, options)
+        fused = options.hidden * len(spec.modalities)
+        self.head = make_head(fused, spec.task, options.head_hidden, options.dropout)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        h = self.encoders(batch)
+        fused = torch.cat(list(h.values()), dim=-1)
+        return ModelOutput(head_output(self.task, self.head(fused)), fused, h)
+
+
+@register_model("late", "per-modality encoders and heads; predictions averaged (late fusion, no IB)")
+class LateFusion(MultimodalModel):
+    @dataclass
+    class Options(EncoderOptions):
+        head_hidden: int = 64
+
+    def __init__(self, spec: DatasetSpec, options: "LateFusion.Options") -> None:
+        super().__init__(spec, options)
+        self.encoders = make_encoders(spec, options)
+        self.heads = nn.ModuleDict(
+            {m: make_head(options.hidden, spec.task, options.head_hidden, options.dropout) for m in spec.names}
+        )
+
+    def _per_modality(self, batch: Batch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        h = self.encoders(batch)
+        preds = {m: head_output(self.task, self.heads[m](h[m])) for m in h}
+        return h, preds
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        h, preds = self._per_modality(batch)
+        prediction = torch.stack(list(preds.values())).mean(0)
+        return ModelOutput(prediction, torch.cat(list(h.values()), dim=-1), {**h, **{f"pred_{m}": p for m, p in preds.items()}})
+
+    def objective(self, batch: Batch, phase: str, stage: str) -> Objective:
+        """Each head learns on its own (the mean of the per-modality task losses)."""
+        assert batch.y is not None
+        _, preds = self._per_modality(batch)
+        terms = {f"task_{m}": task_loss(self.task, p, batch.y, self.options.regression_loss) for m, p in preds.items()}
+        return Objective(torch.stack(list(terms.values())).mean(), terms)
