@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmib.errors import DataError
+from mmib.errors import ConfigError, DataError
 
 COMMAND = "predict"
 HELP = "predict with a trained run from an .npz of features"
@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="run directory written by `mmib train`")
     p.add_argument("--input", required=True, help=".npz with one array per modality (and optional <m>_lengths, ids)")
     p.add_argument("-o", "--output", help="CSV to write (default: print to stdout)")
+    p.add_argument("--explain", action="store_true",
+                   help="add the model's per-sample interpretability scores (outputs named score_*) as columns")
 
 
 def read_npz(path: str) -> dict[str, np.ndarray]:
@@ -67,12 +69,18 @@ def run(args: argparse.Namespace) -> int:
     features = {k: arrays[k] for k in names if k in arrays}
     lengths = {k: arrays[f"{k}_lengths"] for k in names if f"{k}_lengths" in arrays}
     extras = {k: arrays[k] for k in ("text_bert",) if k in arrays}
-    prediction, _ = predict_arrays(run_, features, lengths, extras, source=args.input)
+    prediction, named = predict_arrays(run_, features, lengths, extras, source=args.input)
     n = prediction.shape[0]
     ids = [str(i) for i in arrays["ids"]] if "ids" in arrays else [str(i) for i in range(n)]
     if len(ids) != n:
         raise DataError(f"{args.input}: {len(ids)} ids for {n} samples")
     header, rows = prediction_rows(run_.spec.task, prediction, ids)
+    if args.explain:
+        scores = {k: v for k, v in named.items() if k.startswith("score_") and v.dim() == 1}
+        if not scores:
+            raise ConfigError(f"model {run_.config.model.name!r} has no interpretability scores for --explain")
+        header += list(scores)
+        rows = [row + [float(scores[k][i]) for k in scores] for i, row in enumerate(rows)]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)

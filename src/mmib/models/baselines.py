@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -10,28 +10,7 @@ from torch import nn
 from mmib.data.dataset import Batch, DatasetSpec
 from mmib.models.base import ModelOutput, MultimodalModel, Objective, head_output, make_head, task_loss
 from mmib.models.registry import register_model
-from mmib.nn.encoders import ModalityEncoders
-
-
-@dataclass
-class EncoderOptions:
-    """Options shared by models with one encoder per modality."""
-
-    hidden: int = 128
-    encoder: str = "auto"
-    encoders: dict[str, str] = field(default_factory=dict)
-    encoder_layers: int = 1
-    dropout: float = 0.1
-    text_model: str | None = None
-    regression_loss: str = "l1"
-
-
-def make_encoders(spec: DatasetSpec, o: EncoderOptions, out_dim: int | None = None) -> ModalityEncoders:
-    """The per-modality encoders described by ``o`` (out width ``o.hidden`` unless given)."""
-    return ModalityEncoders(
-        spec, out_dim or o.hidden, kinds=o.encoders, default=o.encoder, hidden=o.hidden, dropout=o.dropout,
-        layers=o.encoder_layers, text_model=o.text_model,
-    )
+from mmib.models.common import EncoderOptions, make_encoders
 
 
 @register_model("concat", "encoders per modality, concatenation, MLP head (early fusion, no IB)")
