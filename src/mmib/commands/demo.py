@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         rows.append((name, result.test, result.results["params"], result.best_epoch, seconds, metric_names))
         print(f"  {name}: done in {seconds:.1f} s")
     metric_names = rows[0][5]
-    table = [[n, *[t.get(m) for m in metric_names], p, e, round(s, 1)] for n, t, p, e, s, _ in rows]
+    table = [[n, *[t.get(m) for m in metric_names], p, e, f"{s:.1f}"] for n, t, p, e, s, _ in rows]
     print()
     print(f"Test results on {dataset.name} (seed {args.seed}, up to {args.epochs} epochs, best epoch by validation)")
     print(markdown_table(["model", *metric_names, "params", "best epoch", "seconds"], table))

@@ -97,6 +97,8 @@ class Conv1dEncoder(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
         if x.dim() != 3:
             raise ConfigError("the conv1d encoder needs a sequence modality (N, L, D); use mlp for vectors")
+        if lengths is not None:  # zero the padding so the kernel cannot read past the last valid step
+            x = x * (torch.arange(x.shape[1], device=x.device).unsqueeze(0) < lengths.unsqueeze(1)).unsqueeze(-1).to(x.dtype)
         h = torch.relu(self.conv(x.transpose(1, 2))).transpose(1, 2)
         return self.proj(self.dropout(masked_mean(h, lengths)))
 

@@ -182,12 +182,16 @@ class Trainer:
         self.device = resolve_device(config.device)
         if config.precision not in PRECISIONS:
             raise ConfigError(f"precision {config.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        autocast_context(config.precision, self.device)  # validates the precision/device pair
         if config.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if config.batch_size < 1 or config.epochs < 0 or config.patience < 1:
             raise ConfigError("batch_size and patience must be >= 1 and epochs >= 0")
         self.monitor = config.monitor or default_monitor(dataset.task)
-        self.mode = metric_mode(self.monitor)
+        try:
+            self.mode = metric_mode(self.monitor)
+        except ConfigError as exc:
+            raise ConfigError(f"monitor {self.monitor!r}: {exc}") from None
         self.has_valid = dataset.split_size("valid") > 0
         self._best_state: dict[str, Tensor] | None = None
 

@@ -1,0 +1,228 @@
+import json
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from mmib.config import RunConfig, TrainConfig
+from mmib.data.dataset import DatasetSpec, MultimodalDataset, TaskSpec
+from mmib.models import build_model
+from mmib.models.base import ModelOutput, MultimodalModel, Objective, Phase, Stage, task_loss
+from mmib.train import rundir
+from mmib.train.engine import Trainer, TrainingDiverged
+
+
+def _regression_data(n=64, d=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g)
+    y = x @ torch.randn(d, generator=g)
+    return MultimodalDataset("lin", {"x": x}, y, TaskSpec("regression"),
+                             {"train": range(0, 40), "valid": range(40, 52), "test": range(52, n)})
+
+
+class WorseningModel(MultimodalModel):
+    """Predicts a constant that moves away from the target by one each epoch."""
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, spec, options=None):
+        super().__init__(spec, options or self.Options())
+        self.lin = nn.Linear(spec.modalities[0].dim, 1)
+        self.register_buffer("epochs_seen", torch.zeros(()))
+
+    def forward(self, batch):
+        x = batch.features["x"]
+        return ModelOutput(self.lin(x).squeeze(-1) * 0 + batch.y.new_full((len(batch),), 100.0) + self.epochs_seen
+                           if batch.y is not None else self.lin(x).squeeze(-1) * 0 + 100.0 + self.epochs_seen)
+
+    def objective(self, batch, phase, stage):
+        loss = self.lin(batch.features["x"]).pow(2).mean()
+        return Objective(loss, {"reg": loss})
+
+    def on_epoch_end(self, epoch, phase):
+        self.epochs_seen += 1
+        return {"epochs_seen": float(self.epochs_seen)}
+
+
+def test_early_stopping_restores_best_epoch(tmp_path):
+    ds = _regression_data()
+    model = WorseningModel(ds.spec)
+    cfg = TrainConfig(epochs=20, patience=3, progress=False, batch_size=16)
+    result = Trainer(model, ds, cfg, tmp_path / "run").fit()
+    # validation MAE grows every epoch: best is epoch 1, stop after patience more
+    assert result.best_epoch == 1 and result.results["epochs_run"] == 4
+    assert float(model.epochs_seen) == 1.0  # buffers restored with the best weights
+    rows = rundir.read_jsonl(tmp_path / "run" / rundir.METRICS)
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[0]["model"]["epochs_seen"] == 1.0 and "reg" in rows[0]["train"] and "mae" in rows[0]["valid"]
+    assert not (tmp_path / "run" / rundir.CHECKPOINT).exists()
+    results = json.loads((tmp_path / "run" / rundir.RESULTS).read_text())
+    assert results["best_epoch"] == 1 and results["monitor"] == "mae"
+
+
+class StagedModel(MultimodalModel):
+    """Warm-up on the encoder only, then two stages per batch (head, encoder), each
+    checking that the other stage's step did not move its parameters."""
+
+    @dataclass
+    class Options:
+        pass
+
+    def __init__(self, spec, options=None):
+        super().__init__(spec, options or self.Options())
+        self.encoder = nn.Linear(spec.modalities[0].dim, 8)
+        self.head = nn.Linear(8, 1)
+        self.calls: list[tuple[str, str]] = []
+        self.violations = 0
+        self._snap: dict[str, list[torch.Tensor]] = {}
+
+    def forward(self, batch):
+        return ModelOutput(self.head(torch.relu(self.encoder(batch.features["x"]))).squeeze(-1))
+
+    def _check(self, name, module):
+        now = [p.detach().clone() for p in module.parameters()]
+        if name in self._snap and any(not torch.equal(a, b) for a, b in zip(self._snap[name], now)):
+            self.violations += 1
+        self._snap[name] = now
+
+    def objective(self, batch, phase, stage):
+        self.calls.append((phase, stage))
+        # parameters a stage does not own must be exactly where the last look left them
+        if stage == "head":
+            self._check("head", self.head)   # encoder stage ran since: head must not have moved
+            self._snap["encoder"] = [p.detach().clone() for p in self.encoder.parameters()]
+        elif phase == "main":
+            self._check("encoder", self.encoder)  # head stage ran since: encoder must not have moved
+            self._snap["head"] = [p.detach().clone() for p in self.head.parameters()]
+        loss = task_loss(self.task, self.forward(batch).prediction, batch.y)
+        return Objective(loss, {"task": loss})
+
+    def training_plan(self, config):
+        enc = self.param_groups(self.encoder.parameters(), config)
+        head = self.param_groups(self.head.parameters(), config)
+        return [
+            Phase("warmup", [Stage("enc", enc)], epochs=2),
+            Phase("main", [Stage("head", head), Stage("enc", enc)]),
+        ]
+
+
+def test_phases_and_stages_only_move_their_own_parameters():
+    ds = _regression_data()
+    model = StagedModel(ds.spec)
+    head_before = [p.detach().clone() for p in model.head.parameters()]
+    cfg = TrainConfig(epochs=2, patience=5, progress=False, batch_size=16, lr=0.05)
+    result = Trainer(model, ds, cfg).fit()
+    warm = [c for c in model.calls if c[0] == "warmup"]
+    assert len(warm) == 2 * 3 and set(warm) == {("warmup", "enc")}
+    main = [c for c in model.calls if c[0] == "main"]
+    assert main[:2] == [("main", "head"), ("main", "enc")] and len(main) == 2 * 2 * 3
+    assert model.violations == 0
+    # the warm-up never touched the head; the main phase did
+    assert not all(torch.equal(a, b) for a, b in zip(head_before, model.head.parameters()))
+    phases = [r["phase"] for r in result.history]
+    assert phases == ["warmup", "warmup", "main", "main"]
+    assert "head/task" in result.history[-1]["train"] and "enc/task" in result.history[-1]["train"]
+    assert all(p.requires_grad for p in model.parameters())  # flags restored
+
+
+def test_warmup_phase_leaves_other_parameters_untouched():
+    ds = _regression_data()
+    model = StagedModel(ds.spec)
+    head_before = [p.detach().clone() for p in model.head.parameters()]
+    cfg = TrainConfig(epochs=0, progress=False, batch_size=16, lr=0.05)
+    Trainer(model, ds, cfg).fit()
+    assert all(torch.equal(a, b) for a, b in zip(head_before, model.head.parameters()))
+
+
+def _interrupting(model, at_epoch):
+    original = model.on_epoch_end
+
+    def hook(epoch, phase):
+        if epoch == at_epoch:
+            raise KeyboardInterrupt
+        return original(epoch, phase)
+
+    model.on_epoch_end = hook
+    return model
+
+
+def test_resume_matches_an_uninterrupted_run(tmp_path, tiny_sim):
+    cfg = TrainConfig(epochs=5, batch_size=32, progress=False, patience=10, seed=3)
+    spec = tiny_sim.spec
+    torch.manual_seed(0)
+    full = build_model("concat", spec, hidden=16, dropout=0.2)
+    Trainer(full, tiny_sim, cfg, tmp_path / "full", RunConfig(train=cfg)).fit()
+
+    torch.manual_seed(0)
+    part = _interrupting(build_model("concat", spec, hidden=16, dropout=0.2), at_epoch=3)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(part, tiny_sim, cfg, tmp_path / "part", RunConfig(train=cfg)).fit()
+    assert (tmp_path / "part" / rundir.CHECKPOINT).exists()
+    assert len(rundir.read_jsonl(tmp_path / "part" / rundir.METRICS)) == 2
+    torch.manual_seed(123)  # a different init must not matter: the checkpoint wins
+    resumed = build_model("concat", spec, hidden=16, dropout=0.2)
+    result = Trainer(resumed, tiny_sim, cfg, tmp_path / "part", RunConfig(train=cfg)).fit(resume=True)
+    assert result.results["epochs_run"] == 5
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    a = rundir.read_jsonl(tmp_path / "full" / rundir.METRICS)
+    b = rundir.read_jsonl(tmp_path / "part" / rundir.METRICS)
+    assert [r["train"]["loss"] for r in a] == [r["train"]["loss"] for r in b]
+
+
+def test_resume_errors(tmp_path, tiny_sim):
+    from mmib.errors import RunError
+
+    cfg = TrainConfig(epochs=1, progress=False)
+    model = build_model("concat", tiny_sim.spec, hidden=8)
+    with pytest.raises(RunError, match="no checkpoint"):
+        Trainer(model, tiny_sim, cfg, tmp_path / "none").fit(resume=True)
+    Trainer(model, tiny_sim, cfg, tmp_path / "done").fit()
+    with pytest.raises(RunError, match="already finished"):
+        Trainer(model, tiny_sim, cfg, tmp_path / "done").fit(resume=True)
+
+
+class NaNModel(StagedModel):
+    def objective(self, batch, phase, stage):
+        loss = self.forward(batch).prediction.mean() * float("nan")
+        return Objective(loss, {"task": loss})
+
+    def training_plan(self, config):
+        return MultimodalModel.training_plan(self, config)
+
+
+def test_divergence_is_reported():
+    ds = _regression_data()
+    with pytest.raises(TrainingDiverged, match="non-finite loss, task"):
+        Trainer(NaNModel(ds.spec), ds, TrainConfig(epochs=2, progress=False)).fit()
+
+
+def test_text_parameters_get_their_own_learning_rate():
+    spec = DatasetSpec.simple({"x": 3})
+
+    class Text(nn.Module):
+        pretrained_text = True
+
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+    model = StagedModel(spec)
+    model.text = Text()
+    groups = model.param_groups(model.parameters(), TrainConfig(lr=1e-3, text_lr=5e-5))
+    assert [(g.name, g.lr, len(g.params)) for g in groups] == [("main", 1e-3, 4), ("text", 5e-5, 2)]
+
+
+def test_bad_training_options(tiny_sim):
+    from mmib.errors import ConfigError
+
+    model = build_model("concat", tiny_sim.spec, hidden=8)
+    with pytest.raises(ConfigError, match="optimizer 'adamax'"):
+        Trainer(model, tiny_sim, TrainConfig(optimizer="adamax"))
+    with pytest.raises(ConfigError, match="monitor 'r2'"):
+        Trainer(model, tiny_sim, TrainConfig(monitor="r2"))
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
+        Trainer(model, tiny_sim, TrainConfig(precision="fp16", epochs=1, progress=False)).fit()
