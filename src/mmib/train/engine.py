@@ -45,6 +45,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux/macOS)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda: CUDA is not available on this machine (use --device cpu)")
@@ -460,11 +469,12 @@ class Trainer:
         elif self.run_dir is not None:
             rundir.atomic_torch_save(self.run_dir / rundir.MODEL, self._model_payload(model.state_dict(), best_epoch))
         valid = evaluate(model, self.dataset, "valid", cfg.eval_batch_size, self.device, cfg.precision) if self.has_valid else {}
-        test = (
-            evaluate(model, self.dataset, "test", cfg.eval_batch_size, self.device, cfg.precision)
-            if self.dataset.split_size("test")
-            else {}
-        )
+        test: dict[str, float] = {}
+        latency_ms = None
+        if self.dataset.split_size("test"):
+            start = time.perf_counter()
+            test = evaluate(model, self.dataset, "test", cfg.eval_batch_size, self.device, cfg.precision)
+            latency_ms = 1000 * (time.perf_counter() - start) / self.dataset.split_size("test")
         results = {
             "model": model.registry_name,
             "dataset": self.dataset.name,
@@ -475,6 +485,10 @@ class Trainer:
             "train_seconds": state.train_seconds,
             "seconds_per_epoch": state.train_seconds / max(state.epoch, 1),
             "params": model.num_parameters(),
+            "trainable_params": model.num_parameters(trainable_only=True),
+            "inference_ms_per_sample": latency_ms,
+            "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if self.device.type == "cuda" else None,
             "seed": cfg.seed,
             "valid": valid,
             "test": test,
