@@ -137,8 +137,10 @@ class MultimodalModel(nn.Module):
 
     def param_groups(self, params: Iterable[nn.Parameter], config: "TrainConfig") -> list[ParamGroup]:
         """Split ``params`` into the main group (``config.lr``) and a pretrained-text group
-        (``config.text_lr``): parameters of any submodule flagged ``pretrained_text = True``."""
-        text_ids = {id(p) for m in self.modules() if getattr(m, "pretrained_text", False) for p in m.parameters()}
+        (``config.text_lr``): parameters of any submodule flagged ``pretrained_text = True``, except
+        those inside a submodule of it flagged ``pretrained_text = False`` (e.g. a new projection)."""
+        text_ids = {id(p) for m in self.modules() if getattr(m, "pretrained_text", None) is True for p in m.parameters()}
+        text_ids -= {id(p) for m in self.modules() if getattr(m, "pretrained_text", None) is False for p in m.parameters()}
         main, text = [], []
         for p in params:
             if not p.requires_grad:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from mmib.data.dataset import DatasetSpec
 from mmib.nn.encoders import ModalityEncoders
@@ -18,6 +19,9 @@ class EncoderOptions:
     encoder_layers: int = 1
     dropout: float = 0.1
     text_model: str | None = None
+    #: options of the ``bert`` text encoder (``mmib.nn.text.HFTextEncoder``): trainable,
+    #: train_last_k_layers, pooling, random_init (``--set model.text_encoder.trainable=false``)
+    text_encoder: dict[str, Any] = field(default_factory=dict)
     regression_loss: str = "l1"
 
 
@@ -25,5 +29,5 @@ def make_encoders(spec: DatasetSpec, o: EncoderOptions, out_dim: int | None = No
     """The per-modality encoders described by ``o`` (out width ``o.hidden`` unless given)."""
     return ModalityEncoders(
         spec, out_dim or o.hidden, kinds=o.encoders, default=o.encoder, hidden=o.hidden, dropout=o.dropout,
-        layers=o.encoder_layers, text_model=o.text_model,
+        layers=o.encoder_layers, text_model=o.text_model, text_options=o.text_encoder,
     )
