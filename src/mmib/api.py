@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def train(
     config: RunConfig | str | Path | None = None,
     dataset: MultimodalDataset | None = None,
     resume: bool = False,
+    epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
     **kwargs: Any,
 ) -> FitResult:
     """Train a registered model on a dataset; write a run directory when ``out`` is given.
@@ -85,6 +87,8 @@ def train(
     Keyword arguments are those of :func:`make_config` (``data_options``,
     ``model_options``, ``overrides``, or any :class:`TrainConfig` field).
     With ``resume=True`` the run in ``out`` continues from its last epoch.
+    ``epoch_callback(epoch, row)`` is called after every epoch with its logged
+    metrics row and may raise to stop training (sweeps prune trials this way).
     """
     if resume:
         if out is None:
@@ -94,7 +98,7 @@ def train(
         cfg = make_config(model, data, config, **kwargs)
     ds = dataset if dataset is not None else dataset_from_config(cfg.data)
     net = build_model(cfg.model.name, ds.spec, **cfg.model.options)
-    return Trainer(net, ds, cfg.train, out, cfg).fit(resume=resume)
+    return Trainer(net, ds, cfg.train, out, cfg, epoch_callback=epoch_callback).fit(resume=resume)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import contextlib
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,10 @@ class Trainer:
     """Train ``model`` on ``dataset`` under ``config``; optionally write ``run_dir``.
 
     ``run_config`` (the full data/model/train config) is written to the run
-    directory so that the run can be reloaded and resumed.
+    directory so that the run can be reloaded and resumed. ``epoch_callback(epoch,
+    row)``, if given, is called after every epoch with that epoch's metrics.jsonl row,
+    once the row and the checkpoint are written; it may raise (e.g. to prune a sweep
+    trial): the exception propagates out of :meth:`fit` and the run stays resumable.
     """
 
     def __init__(
@@ -182,8 +186,10 @@ class Trainer:
         config: TrainConfig,
         run_dir: str | Path | None = None,
         run_config: RunConfig | None = None,
+        epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
     ) -> None:
         self.model = model
+        self.epoch_callback = epoch_callback
         self.dataset = dataset
         self.config = config
         self.run_dir = Path(run_dir) if run_dir is not None else None
@@ -401,6 +407,8 @@ class Trainer:
                 post[self.monitor] = f"{row['valid'][self.monitor]:.4g}"
             progress.set_postfix(post, refresh=False)
             progress.update(1)
+        if self.epoch_callback is not None:
+            self.epoch_callback(state.epoch, dict(row))
 
     # ------------------------------------------------------------------ persistence
     def _start_run_dir(self) -> None:

@@ -1,0 +1,170 @@
+"""A Hugging Face BERT-type text encoder loaded from a local directory.
+
+``HFTextEncoder(path, out_dim)`` loads ``transformers.AutoModel.from_pretrained(path,
+local_files_only=True)``: nothing is ever downloaded; a missing directory or a
+missing ``transformers`` package is a :class:`~mmib.errors.ConfigError`. Its
+input is the MMSA ``text_bert`` array of a batch, ``(B, 3, L)``: token ids,
+attention mask and segment (token type) ids. It pools the last hidden states
+(the ``[CLS]`` vector by default, as the MIB and MMIM references do, or the
+mean over unmasked tokens) and projects them to ``out_dim``.
+
+The pretrained part is flagged ``pretrained_text = True`` so that
+:meth:`~mmib.models.base.MultimodalModel.param_groups` trains it at
+``TrainConfig.text_lr``; the new projection layer is flagged ``False`` and trains
+at the main learning rate.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from mmib.errors import ConfigError
+
+POOLINGS = ("cls", "mean")
+#: The options :class:`HFTextEncoder` accepts (``--set model.text_encoder.KEY=VALUE``).
+TEXT_OPTIONS = ("trainable", "train_last_k_layers", "pooling", "random_init")
+
+
+def _import_transformers() -> Any:
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError(
+            "the 'bert' text encoder needs the 'transformers' package: pip install 'mmib[text]'"
+        ) from None
+    return transformers
+
+
+def _encoder_layers(model: nn.Module) -> nn.ModuleList | None:
+    """The stack of transformer layers of common HF encoders (BERT/RoBERTa/ALBERT-like, DistilBERT)."""
+    for path in ("encoder.layer", "transformer.layer", "encoder.layers", "layers"):
+        obj: Any = model
+        for part in path.split("."):
+            obj = getattr(obj, part, None)
+            if obj is None:
+                break
+        if isinstance(obj, nn.ModuleList):
+            return obj
+    return None
+
+
+class HFTextEncoder(nn.Module):
+    """Pooled, projected output of a local Hugging Face encoder: ``(B, 3, L) -> (B, out_dim)``.
+
+    Args:
+        path: a local model directory (``config.json`` and weights, as ``save_pretrained`` writes).
+        out_dim: output width (a linear projection of the pooled hidden state).
+        trainable: fine-tune the pretrained model (False: a frozen feature extractor,
+            run without autograd and kept in eval mode).
+        train_last_k_layers: fine-tune only the last K transformer layers (embeddings
+            and earlier layers frozen); None trains all (when ``trainable``).
+        pooling: ``cls`` (the first token's last hidden state) or ``mean`` (mean over
+            tokens whose attention mask is 1).
+        random_init: build the architecture from the directory's ``config.json`` with
+            random weights instead of loading weights (for benchmarks and parameter counts).
+    """
+
+    pretrained_text: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        path: str | Path,
+        out_dim: int,
+        trainable: bool = True,
+        train_last_k_layers: int | None = None,
+        pooling: str = "cls",
+        random_init: bool = False,
+        **unknown: Any,
+    ) -> None:
+        super().__init__()
+        if unknown:
+            raise ConfigError(
+                f"unknown text_encoder option(s) {', '.join(sorted(unknown))}; valid: {', '.join(TEXT_OPTIONS)}"
+            )
+        if pooling not in POOLINGS:
+            raise ConfigError(f"text_encoder.pooling={pooling!r}: choose one of {', '.join(POOLINGS)}")
+        if train_last_k_layers is not None and int(train_last_k_layers) < 0:
+            raise ConfigError(f"text_encoder.train_last_k_layers must be >= 0, got {train_last_k_layers}")
+        p = Path(path).expanduser()
+        if not p.is_dir():
+            raise ConfigError(
+                f"text_model {str(path)!r}: no such directory (give a local Hugging Face model directory; "
+                "nothing is downloaded)"
+            )
+        transformers = _import_transformers()
+        try:
+            if random_init:
+                config = transformers.AutoConfig.from_pretrained(str(p), local_files_only=True)
+                self.backbone = transformers.AutoModel.from_config(config)
+            else:
+                self.backbone = transformers.AutoModel.from_pretrained(str(p), local_files_only=True)
+        except (OSError, ValueError, KeyError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"text_model {str(p)!r}: cannot load a Hugging Face model ({first})") from None
+        hidden = int(getattr(self.backbone.config, "hidden_size", 0) or getattr(self.backbone.config, "dim", 0))
+        if hidden < 1:
+            raise ConfigError(f"text_model {str(p)!r}: the model config has no hidden_size")
+        self.hidden_size = hidden
+        self.proj = nn.Linear(hidden, int(out_dim))
+        self.proj.pretrained_text = False  # a new layer: trains at the main learning rate
+        self.out_dim = int(out_dim)
+        self.pooling = pooling
+        self._token_types = "token_type_ids" in inspect.signature(self.backbone.forward).parameters
+        self.trainable = bool(trainable)
+        self.train_last_k_layers = None if train_last_k_layers is None else int(train_last_k_layers)
+        self._set_trainable()
+
+    def _set_trainable(self) -> None:
+        if not self.trainable:
+            self.backbone.requires_grad_(False)
+            return
+        k = self.train_last_k_layers
+        if k is None:
+            self.backbone.requires_grad_(True)
+            return
+        layers = _encoder_layers(self.backbone)
+        if layers is None:
+            raise ConfigError(
+                f"text_encoder.train_last_k_layers: cannot find the transformer layers of {type(self.backbone).__name__}"
+            )
+        if k > len(layers):
+            raise ConfigError(f"text_encoder.train_last_k_layers={k}, but the model has {len(layers)} layers")
+        self.backbone.requires_grad_(False)
+        for layer in list(layers)[len(layers) - k :]:
+            layer.requires_grad_(True)
+
+    @property
+    def frozen(self) -> bool:
+        """True when no pretrained parameter is trained."""
+        return not self.trainable or self.train_last_k_layers == 0
+
+    def train(self, mode: bool = True) -> "HFTextEncoder":
+        """Like ``nn.Module.train``, but a frozen backbone stays in eval mode (no dropout)."""
+        super().train(mode)
+        if self.frozen:
+            self.backbone.eval()
+        return self
+
+    def pool(self, tokens: Tensor) -> Tensor:
+        """The pooled last hidden state ``(B, hidden_size)`` of ``tokens`` ``(B, 3, L)``."""
+        if tokens.dim() != 3 or tokens.shape[1] != 3:
+            raise ValueError(f"text_bert tokens must have shape (B, 3, L), got {tuple(tokens.shape)}")
+        tokens = tokens.long()
+        ids, mask, segments = tokens[:, 0], tokens[:, 1], tokens[:, 2]
+        kwargs: dict[str, Tensor] = {"input_ids": ids, "attention_mask": mask}
+        if self._token_types:
+            kwargs["token_type_ids"] = segments
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            hidden = self.backbone(**kwargs).last_hidden_state
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self.proj(self.pool(tokens))
