@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.mmib-installed
-EXTRAS ?= dev,experiments
+EXTRAS ?= dev,experiments,features
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test test-quick clean

@@ -345,7 +345,11 @@ def _mmsa_from_obj(obj: Any, path: str | Path, replace_nonfinite: bool, task: st
         spec = TaskSpec("multiclass", num_classes=_num_classes(all_y))
     else:
         spec = TaskSpec("regression")
-    return _assemble(path, _mmsa_name(path), parts, spec, replace_nonfinite, {"format": "mmsa", "text_key": text})
+    meta: dict[str, Any] = {"format": "mmsa", "text_key": text}
+    file_meta = obj.get("meta")
+    if isinstance(file_meta, Mapping) and isinstance(file_meta.get("extractor"), Mapping):
+        meta["extractor"] = dict(file_meta["extractor"])  # `mmib extract` settings, kept by runs for predict
+    return _assemble(path, _mmsa_name(path), parts, spec, replace_nonfinite, meta)
 
 
 def _mmsa_name(path: str | Path) -> str:

@@ -246,6 +246,8 @@ class Trainer:
             "state_dict": state_dict,
             "standardizer": st.state_dict() if st is not None else None,
             "epoch": epoch,
+            # how the training features were made from raw clips (`mmib extract`), for `mmib predict RUN CLIP`
+            "extractor": self.dataset.meta.get("extractor"),
         }
 
     # ------------------------------------------------------------------ the loop
