@@ -64,11 +64,44 @@ def _decode_soundfile(path: Path, sr: int) -> np.ndarray:
         data, file_sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, EOFError, ValueError) as exc:
         raise _Unsupported(str(exc)) from None
-    _check_length(data.shape[0], file_sr, info.frames / file_sr if info.frames > 0 else None, path)
+    declared = _wav_declared_seconds(path, info) if path.suffix.lower() == ".wav" else None
+    _check_length(data.shape[0], file_sr, declared, path)
     y = data.mean(axis=1)
     if file_sr != sr:
         y = librosa.resample(y, orig_sr=file_sr, target_sr=sr)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _wav_declared_seconds(path: Path, info) -> float | None:  # type: ignore[no-untyped-def]
+    """Duration a WAV header declares (its data chunk size), None if unknown or streamed.
+
+    libsndfile quietly reads what is there, so a truncated WAV is only seen by
+    comparing the header's data size with the samples actually decoded.
+    """
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                size = int.from_bytes(chunk[4:8], "little")
+                if chunk[:4] == b"data":
+                    break
+                f.seek(size + (size & 1), 1)
+    except OSError:
+        return None
+    if size in (0, 0xFFFFFFFF):
+        return None
+    width = _BYTES_PER_SAMPLE.get(info.subtype)
+    if not width:
+        return None
+    return size / (width * info.channels) / info.samplerate
+
+
+_BYTES_PER_SAMPLE = {"PCM_U8": 1, "PCM_S8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
 
 
 class _Unsupported(Exception):
@@ -109,6 +142,8 @@ def _decode_av(path: Path, sr: int) -> np.ndarray:
             declared = container.duration / av.time_base
     y = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
     _check_length(y.size, sr, declared, path)
+    if declared and y.size > round(declared * sr):
+        y = y[: round(declared * sr)]  # encoder padding (AAC decodes whole 1024-sample frames)
     return y
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,7 +89,9 @@ class MediaPipeFaces:
 
     def __call__(self, frame: np.ndarray) -> np.ndarray | None:
         h, w = frame.shape[:2]
-        result = self._mesh.process(self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB))
+        with warnings.catch_warnings():  # protobuf's deprecation notice inside mediapipe 0.10.14
+            warnings.filterwarnings("ignore", message=".*GetPrototype", category=UserWarning)
+            result = self._mesh.process(self._cv2.cvtColor(frame, self._cv2.COLOR_BGR2RGB))
         if not result.multi_face_landmarks:
             return None
         lm = result.multi_face_landmarks[0].landmark
@@ -235,10 +238,12 @@ def sample_frames(path: str | Path, fps: float, max_len: int, max_side: int) -> 
                 frames[i] = _shrink(cv2, frame, max_side)
     finally:
         cap.release()
-    if not frames:
-        raise ClipError(f"{p.name}: no video frame could be decoded (undecodable or truncated)")
+    if read == 0:
+        raise ClipError(f"{p.name}: no video frame could be decoded (undecodable)")
     if read < int(targets[-1]) + 1 and read < TRUNCATED_SHARE * declared:
         raise ClipError(f"{p.name}: truncated video: decoded {read} of {declared} frames")
+    if not frames:
+        raise ClipError(f"{p.name}: no sampled video frame could be decoded (corrupt)")
     return [frames[i] for i in targets.tolist() if i in frames], seconds
 
 
