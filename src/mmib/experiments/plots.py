@@ -1,0 +1,219 @@
+"""matplotlib figures for reports (object API only: no pyplot state, no display needed).
+
+Every function draws into a new :class:`matplotlib.figure.Figure` and writes a
+PNG with :func:`save`; sizes and resolution are kept small so that reports can
+be committed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmib.experiments._util import require
+
+DPI = 72
+#: Loss terms named ``kl_<modality>`` (optionally ``<stage>/kl_<modality>``) are per-modality KL terms;
+#: ``kl`` alone is the joint/fused one. The MIB family logs exactly these names.
+KL_TERM = re.compile(r"^(?:(?P<stage>[^/]+)/)?kl(?:_(?P<modality>.+))?$")
+
+
+def new_figure(rows: int, cols: int, width: float = 2.8, height: float = 2.1) -> tuple[Any, list[Any]]:
+    """A figure of ``rows x cols`` panels of ``width x height`` inches; returns (figure, flat list of axes)."""
+    require("matplotlib")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(cols * width, rows * height), dpi=DPI, layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    return fig, [ax for row in axes for ax in row]
+
+
+def save(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` as PNG (parents created) and return the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(p, dpi=DPI)
+    return p
+
+
+def _grid(n: int, cols: int = 4) -> tuple[int, int]:
+    cols = max(1, min(cols, n))
+    return math.ceil(n / cols), cols
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def _series(history: Sequence[dict[str, Any]], section: str, key: str) -> tuple[list[int], list[float]]:
+    xs, ys = [], []
+    for row in history:
+        v = (row.get(section) or {}).get(key)
+        if v is not None and isinstance(v, (int, float)) and math.isfinite(v):
+            xs.append(int(row["epoch"]))
+            ys.append(float(v))
+    return xs, ys
+
+
+def curve_keys(histories: Sequence[Sequence[dict[str, Any]]]) -> list[tuple[str, str]]:
+    """(section, key) of every logged train term, model hook value and validation metric."""
+    keys: list[tuple[str, str]] = []
+    for section in ("train", "model", "valid"):
+        for h in histories:
+            for row in h:
+                for k in row.get(section) or {}:
+                    if (section, k) not in keys:
+                        keys.append((section, k))
+    return keys
+
+
+def training_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]], int | None]], path: Path, title: str) -> Path:
+    """One panel per logged loss term and validation metric; one line per run (label, history, best epoch).
+
+    Phase changes (e.g. warm-up -> main) are marked with a grey vertical line,
+    the best epoch of each run with a dotted line.
+    """
+    keys = curve_keys([h for _, h, _ in runs])
+    rows, cols = _grid(len(keys))
+    fig, axes = new_figure(rows, cols)
+    for ax, (section, key) in zip(axes, keys):
+        for label, history, best in runs:
+            xs, ys = _series(history, section, key)
+            if xs:
+                line = ax.plot(xs, ys, lw=1.2, label=label)[0]
+                if best and section == "valid":
+                    ax.axvline(best, color=line.get_color(), ls=":", lw=0.8)
+        h0 = runs[0][1]
+        for a, b in zip(h0, h0[1:]):
+            if a.get("phase") != b.get("phase"):
+                ax.axvline(a["epoch"] + 0.5, color="grey", lw=0.6)
+        ax.set_title(f"{section}: {key}", fontsize=8)
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel("epoch", fontsize=7)
+    for ax in axes[len(keys):]:
+        ax.axis("off")
+    if len(runs) > 1 and keys:
+        axes[0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
+def kl_terms(history: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """``{display name: train key}`` of the KL terms a run logged (see :data:`KL_TERM`)."""
+    out: dict[str, str] = {}
+    for row in history:
+        for k in row.get("train") or {}:
+            m = KL_TERM.match(k)
+            if m:
+                name = m.group("modality") or "joint"
+                if m.group("stage"):
+                    name = f"{m.group('stage')}/{name}"
+                out.setdefault(name, k)
+    return out
+
+
+def kl_per_modality(groups: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]]]]], path: Path, title: str) -> Path:
+    """One panel per model: mean KL term per modality over epochs (mean over the group's runs)."""
+    rows, cols = _grid(len(groups), 3)
+    fig, axes = new_figure(rows, cols, 3.2, 2.4)
+    for ax, (label, histories) in zip(axes, groups):
+        names: dict[str, str] = {}
+        for h in histories:
+            names.update(kl_terms(h))
+        for name, key in names.items():
+            per_epoch: dict[int, list[float]] = {}
+            for h in histories:
+                for x, y in zip(*_series(h, "train", key)):
+                    per_epoch.setdefault(x, []).append(y)
+            xs = sorted(per_epoch)
+            ax.plot(xs, [float(np.mean(per_epoch[x])) for x in xs], lw=1.3, label=name,
+                    ls="--" if name.endswith("joint") else "-")
+        ax.set_title(label, fontsize=8)
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.set_ylabel("KL (nats)", fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    for ax in axes[len(groups):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
+def metric_vs_params(
+    params: Sequence[tuple[str, bool, bool]],
+    trials: Sequence[dict[str, Any]],
+    metric: str,
+    path: Path,
+    title: str,
+    paper: dict[str, list[tuple[float, float, str]]] | None = None,
+) -> Path:
+    """One panel per swept parameter ``(name, log scale, categorical)``: validation value (and test value)
+    of every complete trial against the parameter; ``paper[name]`` adds a paper's (x, y, label) points."""
+    rows, cols = _grid(len(params), 3)
+    fig, axes = new_figure(rows, cols, 3.2, 2.5)
+    for ax, (name, log, categorical) in zip(axes, params):
+        done = [t for t in trials if t["state"] == "COMPLETE" and name in t["params"] and t["value"] is not None]
+        xs_raw = [t["params"][name] for t in done]
+        if categorical:
+            cats = list(dict.fromkeys(map(str, xs_raw)))
+            xs = [cats.index(str(v)) for v in xs_raw]
+            ax.set_xticks(range(len(cats)), cats, fontsize=7)
+        else:
+            xs = [float(v) for v in xs_raw]
+            if log:
+                from matplotlib.ticker import NullFormatter
+
+                ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(NullFormatter())
+        order = np.argsort(xs, kind="stable") if xs else []
+        vy = [done[i]["value"] for i in order]
+        ax.plot([xs[i] for i in order], vy, "o-" if not categorical else "o", ms=4, lw=0.8, label=f"valid {metric}")
+        ty = [(done[i]["user_attrs"].get("test") or {}).get(metric) for i in order]
+        pts = [(xs[i], y) for i, y in zip(order, ty) if y is not None]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--" if not categorical else "s", ms=3, lw=0.6,
+                    label=f"test {metric}")
+        if (paper or {}).get(name):
+            pp = sorted((paper or {})[name])
+            ax.plot([p[0] for p in pp], [p[1] for p in pp], "*:", color="black", ms=6, lw=0.6, label=pp[0][2])
+        ax.set_xlabel(name, fontsize=8)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    for ax in axes[len(params):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
+def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str, list[str] | None]], path: Path, title: str) -> Path:
+    """t-SNE scatter plots: (label, 2-d points, colour values, task kind, class names) per panel."""
+    rows, cols = _grid(len(panels), 3)
+    fig, axes = new_figure(rows, cols, 3.2, 3.0)
+    for ax, (label, pts, colour, kind, names) in zip(axes, panels):
+        if kind == "regression":
+            sc = ax.scatter(pts[:, 0], pts[:, 1], c=colour, cmap="coolwarm", s=5, alpha=0.8)
+            fig.colorbar(sc, ax=ax, shrink=0.8).ax.tick_params(labelsize=6)
+        else:
+            classes = sorted(set(int(c) for c in colour))
+            for c in classes:
+                sel = colour == c
+                name = names[c] if names and 0 <= c < len(names) else ("none" if c < 0 else str(c))
+                ax.scatter(pts[sel, 0], pts[sel, 1], s=5, alpha=0.8, label=name)
+            ax.legend(fontsize=6, markerscale=2)
+        ax.set_title(label, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)
