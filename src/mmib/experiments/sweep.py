@@ -241,9 +241,11 @@ def make_storage(url: str) -> Any:
         raise ConfigError(f"--storage {redact(url)}: cannot open ({first})") from None
 
 
-def _sampler(setup: SweepSetup, worker: int) -> Any:
+def _sampler(setup: SweepSetup, worker: int, existing: int = 0) -> Any:
+    """The sampler of one worker. Its seed mixes the sweep seed, the worker index and the number of
+    trials the study already has, so a resumed sweep does not propose its first points again."""
     optuna = require("optuna")
-    seed = setup.seed * 1000 + worker
+    seed = (setup.seed * 1_000_003 + existing * 1009 + worker) % 2**32
     if setup.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if setup.sampler == "grid":
@@ -414,7 +416,8 @@ def run_worker(setup_dict: dict[str, Any], worker: int, quota: int, dataset: Any
         torch.set_num_threads(int(threads))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = make_storage(setup.storage)
-    study = optuna.load_study(study_name=setup.study, storage=storage, sampler=_sampler(setup, worker),
+    existing = len(optuna.load_study(study_name=setup.study, storage=storage).get_trials(deepcopy=False))
+    study = optuna.load_study(study_name=setup.study, storage=storage, sampler=_sampler(setup, worker, existing),
                               pruner=_pruner(setup))
     cache: dict[str, Any] = {}
     if dataset is not None:

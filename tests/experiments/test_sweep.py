@@ -1,0 +1,217 @@
+"""mmib sweep: parameter specs, pruning through the engine's epoch callback, resumption, SQLite workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from mmib.errors import ConfigError  # noqa: E402
+from mmib.experiments.sweep import ParamSpec, _train_trial, prepare, sweep  # noqa: E402
+
+
+def test_param_specs_parse_every_form():
+    p = ParamSpec.parse("beta=loguniform:1e-6:1")
+    assert (p.name, p.kind, p.low, p.high, p.log) == ("beta", "loguniform", 1e-6, 1.0, True)
+    p = ParamSpec.parse("dropout=uniform:0:0.5")
+    assert (p.kind, p.low, p.high, p.log) == ("uniform", 0.0, 0.5, False)
+    assert ParamSpec.parse("hidden=int:16:64:16").grid() == [16, 32, 48, 64]
+    assert ParamSpec.parse("hidden=int:8:256:log").log is True
+    p = ParamSpec.parse("fusion=choice:concat,tensor")
+    assert p.choices == ("concat", "tensor") and p.grid() == ["concat", "tensor"]
+    assert ParamSpec.parse("model.encoders.audio=choice:lstm,conv1d").name == "model.encoders.audio"
+    assert ParamSpec.parse("x=choice:1,0.5,true").choices == (1, 0.5, True)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("beta", "NAME=KIND"),
+    ("beta=normal:0:1", "unknown kind"),
+    ("beta=loguniform:0:1", "LOW > 0"),
+    ("beta=uniform:1:0", "LOW < HIGH"),
+    ("beta=uniform:a:1", "numbers"),
+    ("h=int:1.5:4", "whole numbers"),
+    ("h=int:1:4:0", "STEP"),
+    ("f=choice:", "comma-separated"),
+    ("f=choice:a,a", "twice"),
+])
+def test_param_spec_errors_name_the_parameter(text, message):
+    with pytest.raises(ConfigError, match=message):
+        ParamSpec.parse(text)
+
+
+def test_grid_needs_discrete_parameters():
+    with pytest.raises(ConfigError, match="grid"):
+        ParamSpec.parse("beta=loguniform:1e-6:1").grid()
+
+
+def test_epoch_callback_sees_every_epoch_and_can_stop_a_resumable_run(tmp_path, tiny_msa):
+    from mmib.api import train
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def callback(epoch, row):
+        seen.append((epoch, row))
+        if epoch == 2:
+            raise Stop
+
+    out = tmp_path / "run"
+    with pytest.raises(Stop):
+        train(model="concat", data="sim-msa", dataset=tiny_msa, out=out, epochs=4, progress=False,
+              epoch_callback=callback)
+    assert [e for e, _ in seen] == [1, 2]
+    assert "mae" in seen[1][1]["valid"] and "loss" in seen[1][1]["train"]
+    assert (out / "checkpoint.pt").is_file() and not (out / "results.json").exists()
+    result = train(out=out, resume=True, dataset=tiny_msa)
+    assert result.results["epochs_run"] == 4
+
+
+class _StubTrial:
+    """Enough of an Optuna trial to drive the objective: prunes once two epochs were reported."""
+
+    number = 7
+
+    def __init__(self):
+        self.reports, self.attrs = [], {}
+
+    def suggest_float(self, name, low, high, log=False):
+        return 3e-3
+
+    def suggest_categorical(self, name, choices):
+        return choices[0]
+
+    def set_user_attr(self, key, value):
+        self.attrs[key] = value
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return len(self.reports) >= 2
+
+
+def test_objective_reports_each_epoch_and_prunes(tmp_path, tiny_data, tiny_sets):
+    setup, dataset = prepare("late", "sim-msa", ["lr=loguniform:1e-3:1e-2", "head_hidden=choice:8,16"], tmp_path,
+                             trials=1, data_options=tiny_data, overrides=tiny_sets, epochs=5)
+    trial = _StubTrial()
+    with pytest.raises(optuna.TrialPruned):
+        _train_trial(trial, setup, {})
+    assert [s for s, _ in trial.reports] == [1, 2]
+    assert all(v > 0 for _, v in trial.reports)  # validation mae
+    run = tmp_path / "trials" / "0007"
+    assert trial.attrs["epochs_run"] == 2 and trial.attrs["run_dir"] == str(run)
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert not (run / "checkpoint.pt").exists()  # pruned trials are never resumed
+
+
+def test_invalid_sweeps_fail_before_training(tmp_path, tiny_data):
+    with pytest.raises(ConfigError, match="no_such_option"):
+        prepare("late", "sim-msa", ["no_such_option=uniform:0:1"], tmp_path, data_options=tiny_data)
+    with pytest.raises(ConfigError, match="grid"):
+        prepare("late", "sim-msa", ["lr=loguniform:1e-4:1e-2"], tmp_path, sampler="grid", data_options=tiny_data)
+    with pytest.raises(ConfigError, match="given twice"):
+        prepare("late", "sim-msa", ["lr=uniform:0.001:0.01", "lr=uniform:0.001:0.02"], tmp_path)
+    setup, _ = prepare("late", "sim-msa", ["head_hidden=choice:8,16", "hidden=int:8:16:8"], tmp_path, sampler="grid",
+                       data_options=tiny_data)
+    assert setup.trials == 4 and setup.direction == "minimize" and setup.monitor == "mae"
+    assert setup.storage == f"sqlite:///{(tmp_path / 'study.db').resolve()}"
+
+
+PARAMS = ["lr=loguniform:1e-3:1e-2", "head_hidden=choice:8,16,32"]
+
+
+def _kwargs(tiny_data, tiny_sets):
+    return dict(data_options=tiny_data, overrides=tiny_sets, epochs=2, sampler="random", pruner="none", log=None)
+
+
+def test_sweep_resumes_after_interruption_without_repeating_finished_trials(tmp_path, monkeypatch, tiny_data,
+                                                                            tiny_sets):
+    import mmib.api
+
+    out = tmp_path / "sweep"
+    first = sweep("late", "sim-msa", PARAMS, out, trials=2, **_kwargs(tiny_data, tiny_sets))
+    assert [(t["number"], t["state"]) for t in first.trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("trials/*/results.json")}
+    assert len(stamps) == 2
+
+    real_train = mmib.api.train
+
+    def interrupted_train(*args, epoch_callback=None, **kwargs):
+        def callback(epoch, row):
+            epoch_callback(epoch, row)
+            raise KeyboardInterrupt  # Ctrl-C during the first epoch of the next trial
+
+        return real_train(*args, epoch_callback=callback, **kwargs)
+
+    monkeypatch.setattr(mmib.api, "train", interrupted_train)
+    with pytest.raises(KeyboardInterrupt):
+        sweep("late", "sim-msa", PARAMS, out, trials=4, **_kwargs(tiny_data, tiny_sets))
+    monkeypatch.setattr(mmib.api, "train", real_train)
+
+    lines: list[str] = []
+    final = sweep("late", "sim-msa", PARAMS, out, trials=4, **{**_kwargs(tiny_data, tiny_sets), "log": lines.append})
+    assert any("queued again the interrupted trial(s) 2" in line for line in lines)
+    assert any("2 of 4 trials finished; running 2 more" in line for line in lines)
+    by_number = {t["number"]: t for t in final.trials}
+    assert by_number[2]["state"] == "FAIL" and by_number[2]["user_attrs"]["interrupted"] is True
+    complete = [t for t in final.trials if t["state"] == "COMPLETE"]
+    assert len(complete) == 4
+    for t in first.trials:  # finished trials are kept as they were, never trained again
+        assert by_number[t["number"]]["params"] == t["params"] and by_number[t["number"]]["value"] == t["value"]
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    retry = next(t for t in final.trials if t["user_attrs"].get("retry_of") == 2)
+    assert retry["state"] == "COMPLETE" and retry["params"] == by_number[2]["params"]
+    assert len({json.dumps(t["params"], sort_keys=True) for t in complete}) == 4  # no configuration ran twice
+
+    # continuing from the directory alone: the study is complete, nothing runs
+    again = sweep(None, None, [], out, log=None)
+    assert [t["number"] for t in again.trials] == [t["number"] for t in final.trials]
+    assert (out / "sweep.md").read_text().count("| complete") == 4
+    assert len((out / "trials.csv").read_text().splitlines()) == 1 + len(final.trials)
+
+    # a different search in the same study is refused
+    with pytest.raises(ConfigError, match="other settings"):
+        sweep("late", "sim-msa", ["lr=uniform:0.001:0.01"], out, trials=5, **_kwargs(tiny_data, tiny_sets))
+
+
+@pytest.mark.slow
+def test_sweep_killed_mid_trial_resumes_and_reruns_only_the_killed_trial(tmp_path, tiny_data, tiny_sets):
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "mmib", "sweep", "-m", "late", "-d", "sim-msa", "--out", str(out), "--trials", "3",
+           "--epochs", "8", "--sampler", "random", "--pruner", "none", "--set", "threads=1", "--set", "patience=20",
+           *(f"--param={p}" for p in PARAMS), *(f"--set=data.{k}={v}" for k, v in tiny_data.items()),
+           *(f"--set={s}" for s in tiny_sets)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    second = out / "trials" / "0001" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while not (second.is_file() and second.read_text().strip()) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: trial 1 stays RUNNING in the study
+    proc.wait()
+    first_result = (out / "trials" / "0000" / "results.json").stat().st_mtime_ns
+    lines: list[str] = []
+    result = sweep(None, None, [], out, log=lines.append)
+    assert any("queued again the interrupted trial(s) 1" in line for line in lines)
+    states = {t["number"]: t["state"] for t in result.trials}
+    assert states[0] == "COMPLETE" and states[1] == "FAIL"
+    assert sum(s == "COMPLETE" for s in states.values()) == 3
+    assert (out / "trials" / "0000" / "results.json").stat().st_mtime_ns == first_result
+
+
+@pytest.mark.slow
+def test_two_local_workers_share_one_sqlite_study(tmp_path, tiny_data, tiny_sets):
+    result = sweep("late", "sim-msa", PARAMS, tmp_path / "two", trials=4, workers=2,
+                   **{**_kwargs(tiny_data, tiny_sets), "epochs": 1})
+    complete = [t for t in result.trials if t["state"] == "COMPLETE"]
+    assert len(complete) == 4
+    assert len({t["user_attrs"]["worker"] for t in complete}) == 2  # both processes ran trials
