@@ -18,6 +18,7 @@ ORDER = 90
 DEMO_MODELS: dict[str, list[str]] = {
     "concat": [],
     "late": [],
+    "c-mib": [],
     "mmim": [],
 }
 
