@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -99,12 +100,14 @@ class Phase:
 
 @dataclass
 class FitContext:
-    """What hooks may use: the dataset, the training config and the device."""
+    """What hooks may use: the dataset, the training config, the device and the run
+    directory (None when the run writes none; a model may put its own files there)."""
 
     dataset: "MultimodalDataset"
     config: "TrainConfig"
     device: torch.device
     generator: torch.Generator
+    run_dir: Path | None = None
 
 
 class MultimodalModel(nn.Module):
@@ -152,6 +155,9 @@ class MultimodalModel(nn.Module):
         return [g for g in groups if g.params]
 
     # --------------------------------------------------------------- hooks
+    def on_fit_start(self, context: FitContext) -> None:
+        """Called once at the start of every ``fit``, resumed ones included (after the checkpoint is loaded)."""
+
     def on_phase_start(self, phase: str, context: FitContext) -> None:
         """Called once before the first epoch of each phase (not again on resume)."""
 

@@ -11,10 +11,11 @@ each from a :class:`~mmib.data.dataset.Batch`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from mmib.data.dataset import Batch, DatasetSpec, ModalitySpec
 from mmib.errors import ConfigError
@@ -70,17 +71,27 @@ class LSTMEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.proj = nn.Linear(hidden * (2 if bidirectional else 1), out_dim)
         self.out_dim = out_dim
+        self.steps_dim = hidden * (2 if bidirectional else 1)  # width of forward_steps' per-step states
 
-    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def _run(self, x: Tensor, lengths: Tensor | None) -> tuple[Tensor, Any]:
         if x.dim() != 3:
             raise ConfigError("the lstm encoder needs a sequence modality (N, L, D); use mlp for vectors")
         if lengths is None:
             lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
         packed = pack_padded_sequence(x, lengths.clamp_min(1).cpu(), batch_first=True, enforce_sorted=False)
-        _, (h, _) = self.lstm(packed)
+        steps, (h, _) = self.lstm(packed)
         last = torch.cat([h[-2], h[-1]], dim=-1) if self.lstm.bidirectional else h[-1]
         out = self.proj(self.dropout(last))
-        return out * (lengths > 0).unsqueeze(1).to(out.dtype)
+        return out * (lengths > 0).unsqueeze(1).to(out.dtype), steps  # steps: a PackedSequence
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        return self._run(x, lengths)[0]
+
+    def forward_steps(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The encoding ``(B, out_dim)`` and the per-step LSTM outputs ``(B, L, hidden * dirs)``
+        (zero past each sample's length), from one pass: for models that also attend over time."""
+        out, steps = self._run(x, lengths)
+        return out, pad_packed_sequence(steps, batch_first=True, total_length=x.shape[1])[0]
 
 
 class Conv1dEncoder(nn.Module):
@@ -208,6 +219,14 @@ class ModalityEncoders(nn.Module):
         if presence is not None and batch.features[name].dim() == 2:
             out = out * (presence > 0).unsqueeze(1).to(out.dtype)
         return out
+
+    def encode_steps(self, name: str, batch: Batch) -> tuple[Tensor, Tensor | None]:
+        """Encode one modality and, where its encoder exposes them (``forward_steps``: lstm), also
+        return its per-step states ``(B, L, H)``; else ``(encoding, None)``."""
+        enc = self.encoders[name]
+        if self.kinds[name] == "bert" or not hasattr(enc, "forward_steps"):
+            return self.encode(name, batch), None
+        return enc.forward_steps(batch.features[name], batch.lengths.get(name))
 
     def forward(self, batch: Batch) -> dict[str, Tensor]:
         return {name: self.encode(name, batch) for name in self.encoders}

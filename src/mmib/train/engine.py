@@ -271,7 +271,8 @@ class Trainer:
             state = self._load_checkpoint(generator, optimizers, scaler)
         elif self.run_dir is not None:
             self._start_run_dir()
-        ctx = FitContext(self.dataset, cfg, self.device, generator)
+        ctx = FitContext(self.dataset, cfg, self.device, generator, self.run_dir)
+        model.on_fit_start(ctx)
         original_flags = {id(p): p.requires_grad for p in model.parameters()}
         anomaly = torch.autograd.detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
         progress = self._progress(plan)
