@@ -1,0 +1,84 @@
+"""A sweep shared through a real PostgreSQL server: two local workers, then a second "machine" joining.
+
+The server is the one ``.ci/run`` starts (``MMIB_TEST_POSTGRES_URL``), else a
+throwaway cluster this module starts itself; the test is skipped, with the
+reason, only where neither is possible.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from pg_server import PostgresUnavailable, start, stop  # noqa: E402
+
+PARAMS = ["lr=loguniform:1e-3:1e-2", "head_hidden=choice:8,16,32"]
+
+
+def _reachable(url: str) -> str | None:
+    """None if a connection works, else why not."""
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:  # noqa: BLE001 - any failure is a reason to try the next way
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    pytest.importorskip("psycopg2", reason="psycopg2 (the PostgreSQL driver, in the experiments extra) is not installed")
+    reasons = []
+    url = os.environ.get("MMIB_TEST_POSTGRES_URL")
+    if url:
+        why = _reachable(url)
+        if why is None:
+            yield url
+            return
+        reasons.append(f"MMIB_TEST_POSTGRES_URL is set but unreachable ({why})")
+    try:
+        server = start()
+    except PostgresUnavailable as exc:
+        reasons.append(f"cannot start a local PostgreSQL cluster: {exc}")
+        pytest.skip("; ".join(reasons))
+    try:
+        yield server.url
+    finally:
+        stop(server.directory)
+
+
+@pytest.mark.slow
+def test_two_workers_and_a_second_machine_share_one_postgres_study(postgres_url, tmp_path, tiny_data, tiny_sets):
+    from mmib.experiments.sweep import sweep
+
+    study = f"mmib-test-{uuid.uuid4().hex[:8]}"
+    common = dict(storage=postgres_url, study=study, data_options=tiny_data, overrides=tiny_sets, epochs=1,
+                  sampler="random", pruner="median", log=None)
+    try:
+        first = sweep("late", "sim-msa", PARAMS, tmp_path / "machine-a", trials=4, workers=2, **common)
+        complete = [t for t in first.trials if t["state"] == "COMPLETE"]
+        assert len(complete) == 4
+        assert len({t["user_attrs"]["worker"] for t in complete}) == 2  # two processes joined the study
+        assert "postgresql+psycopg2://postgres@127.0.0.1" in (tmp_path / "machine-a" / "sweep.md").read_text()
+
+        # another "machine" (its own directory) joins the same study and adds two trials
+        second = sweep("late", "sim-msa", PARAMS, tmp_path / "machine-b", trials=6, workers=1, **common)
+        done = [t for t in second.trials if t["state"] == "COMPLETE"]
+        assert len(done) == 6
+        dirs = {t["user_attrs"]["run_dir"].split("/trials/")[0] for t in done}
+        assert dirs == {str((tmp_path / "machine-a").resolve()), str((tmp_path / "machine-b").resolve())}
+        loaded = optuna.load_study(study_name=study, storage=postgres_url)
+        assert len(loaded.trials) == len(second.trials) and loaded.best_value == second.best["value"]
+    finally:
+        try:
+            optuna.delete_study(study_name=study, storage=postgres_url)
+        except Exception:  # noqa: BLE001 - the study may not exist if the sweep failed early
+            pass
