@@ -81,7 +81,15 @@ class TextExtractor:
         """Features of one transcript, or None for an empty/missing one."""
         if text is None or not text.strip():
             return None
-        out = self.model.encode([text.strip()], output_value=None, convert_to_numpy=False, show_progress_bar=False)[0]
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # one short sentence: extra threads only wait on each other
+        try:
+            out = self.model.encode([text.strip()], output_value=None, convert_to_numpy=False,
+                                    show_progress_bar=False)[0]
+        finally:
+            torch.set_num_threads(threads)
         mask = np.asarray(out["attention_mask"].cpu(), dtype=np.int64)
         n = int(mask.sum())
         ids = np.asarray(out["input_ids"].cpu(), dtype=np.int64)
