@@ -6,9 +6,18 @@ Hierarchical mutual-information maximisation around a plain fusion network:
   for vectors, precomputed text features or a local BERT-type model);
 * a fusion MLP maps ``[h_1; ...; h_K]`` to ``Z`` (the reference's SubNet:
   dropout, ``tanh(W1 .)``, ``tanh(W2 .)``), and a linear head predicts from ``Z``;
-* inter-modality MI: Barber-Agakov bounds ``I(h_anchor; h_m)`` with Gaussian
-  predictors ``q(h_m | h_anchor)`` and ``H(h_m)`` from a GMM over the label's
-  polarity classes with a FIFO history memory (eqs. 3-9, :mod:`mmib.nn.mi`);
+* inter-modality MI: Barber-Agakov bounds ``I(h_anchor; t_m)`` with Gaussian
+  predictors ``q(t_m | h_anchor)`` and ``H(t_m)`` from a GMM over the label's
+  polarity classes with a FIFO history memory (eqs. 3-9, :mod:`mmib.nn.mi`).
+  ``t_m = tanh(W h_m + b)`` is a fixed random map to a quarter of the width
+  (``target_project``; the reference applies such a never-trained layer before
+  its covariances): q predicts the same ``t_m`` whose entropy is estimated, so
+  the two terms of the bound describe one variable, and an 8-d covariance is
+  well estimated from a batch of 32 plus one batch of memory. Both terms are
+  taken for ``t_m + N(0, cov_eps I)`` (the covariance jitter): a collapsed
+  dimension is then worth 0 nats instead of a reward. (The reference's
+  likelihood also lacks the ``log sigma^2`` term; here it is the full Gaussian
+  log-density.)
 * fusion-level MI: CPC/InfoNCE between ``Z`` and every ``h_m`` (eqs. 10-12).
 
 Training (Algorithm 1) runs two stages on every batch: stage ``lld`` updates
