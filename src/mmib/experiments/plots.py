@@ -28,8 +28,12 @@ def new_figure(rows: int, cols: int, width: float = 2.8, height: float = 2.1) ->
     require("matplotlib")
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(cols * width, rows * height), dpi=DPI, layout="constrained")
+    w, h = cols * width, rows * height + 0.35
+    fig = Figure(figsize=(w, h), dpi=DPI)
     axes = fig.subplots(rows, cols, squeeze=False)
+    # fixed margins in inches (constrained layout is several times slower on many panels)
+    fig.subplots_adjust(left=0.55 / w, right=1 - 0.15 / w, bottom=0.6 / h, top=1 - 0.55 / h,
+                        wspace=0.45, hspace=0.38 * 2.1 / height + 0.25)
     return fig, [ax for row in axes for ax in row]
 
 
@@ -170,10 +174,8 @@ def metric_vs_params(
         else:
             xs = [float(v) for v in xs_raw]
             if log:
-                from matplotlib.ticker import NullFormatter
-
                 ax.set_xscale("log")
-                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.tick_params(axis="x", which="both", labelsize=6, labelrotation=40)
         order = np.argsort(xs, kind="stable") if xs else []
         vy = [done[i]["value"] for i in order]
         ax.plot([xs[i] for i in order], vy, "o-" if not categorical else "o", ms=4, lw=0.8, label=f"valid {metric}")

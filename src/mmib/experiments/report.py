@@ -290,11 +290,14 @@ def tsne_section(w: _Writer, groups: dict[str, list[RunRecord]], prefix: str, sa
 def tsne(x: np.ndarray, seed: int = 0) -> np.ndarray:
     """2-d t-SNE embedding of the rows of ``x`` (perplexity adapted to small sets)."""
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     if len(x) < 5:
         raise RunError(f"t-SNE needs at least 5 samples, got {len(x)}")
     perplexity = float(min(30.0, (len(x) - 1) / 3))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    # one OpenMP thread: Barnes-Hut t-SNE slows down several-fold when its threads compete for busy cores
+    with threadpool_limits(1):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
 
 
 def runs_table(runs: Sequence[RunRecord]) -> str:
