@@ -22,8 +22,10 @@ features or a local BERT-type model; sequences: the paper's sLSTM, i.e. the
 Generated labels (:class:`~mmib.nn.labelgen.CentroidLabelGenerator`): class centres
 of positive and negative samples, relative distances, ``delta`` of eq. 30 against
 the reference ``F'_m``, the momentum update across epochs of eq. 31; the S and C
-losses weight each sample by ``tanh(|y_gen - y_m|)`` (eq. 32), so they are zero in
-the first epoch, where the generated labels equal ``y_m``.
+losses weight each sample by ``tanh(|y_gen - y_m|)`` (eq. 32). Epoch ``i``'s losses
+use the labels generated up to epoch ``i - 1`` (a sample's label moves right after
+its loss, as in Self-MM's code), so the labels equal ``y_m`` and the S and C losses
+are zero in epochs 1 and 2.
 
 Loss (eq. 33): ``L_task + alpha L_m + beta L_avl + gamma L_dc + eta L_MI`` with
 ``L_task = L_m-task + W_c L_c-task + W_s L_s-task`` (L1 losses), ``L_m =
