@@ -167,8 +167,11 @@ def metric_vs_params(
     for ax, (name, log, categorical) in zip(axes, params):
         done = [t for t in trials if t["state"] == "COMPLETE" and name in t["params"] and t["value"] is not None]
         xs_raw = [t["params"][name] for t in done]
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in xs_raw)
         if categorical:
             cats = list(dict.fromkeys(map(str, xs_raw)))
+            if numeric:
+                cats.sort(key=float)  # numeric choices (e.g. beta decades) in order
             xs = [cats.index(str(v)) for v in xs_raw]
             ax.set_xticks(range(len(cats)), cats, fontsize=7)
         else:
@@ -178,11 +181,12 @@ def metric_vs_params(
                 ax.tick_params(axis="x", which="both", labelsize=6, labelrotation=40)
         order = np.argsort(xs, kind="stable") if xs else []
         vy = [done[i]["value"] for i in order]
-        ax.plot([xs[i] for i in order], vy, "o-" if not categorical else "o", ms=4, lw=0.8, label=f"valid {metric}")
+        ordered = not categorical or numeric
+        ax.plot([xs[i] for i in order], vy, "o-" if ordered else "o", ms=4, lw=0.8, label=f"valid {metric}")
         ty = [(done[i]["user_attrs"].get("test") or {}).get(metric) for i in order]
         pts = [(xs[i], y) for i, y in zip(order, ty) if y is not None]
         if pts:
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--" if not categorical else "s", ms=3, lw=0.6,
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], "s--" if ordered else "s", ms=3, lw=0.6,
                     label=f"test {metric}")
         if (paper or {}).get(name):
             pp = sorted((paper or {})[name])
