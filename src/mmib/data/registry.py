@@ -41,12 +41,13 @@ def _sim(variant: str) -> Callable[..., MultimodalDataset]:
 
 
 def _entries() -> dict[str, DatasetEntry]:
-    from mmib.data import files, synthetic
+    from mmib.data import anomaly, files, synthetic
 
     entries = [
         DatasetEntry("sim-i", _sim("sim-i"), "SIM-I: 2 modalities, a1=500 > a2=100 (OMIB App. F), binary"),
         DatasetEntry("sim-ii", _sim("sim-ii"), "SIM-II: 2 modalities, a1=100 < a2=500, binary"),
         DatasetEntry("sim-iii", _sim("sim-iii"), "SIM-III: 2 modalities, a1=a2=300 (balanced), binary"),
+        DatasetEntry("sim-anomaly", anomaly.make_sim_anomaly, "SIM-based anomaly detection: normal train, anomalies in valid/test"),
         DatasetEntry("sim-msa", synthetic.make_sim_msa, "synthetic MOSI-shaped sentiment regression (text/audio/vision)"),
         DatasetEntry("uci-mfeat", files.load_uci_mfeat, "UCI Multiple Features: 2,000 digits, 6 real views, 10 classes"),
         DatasetEntry("mmsa", files.load_mmsa_pickle, "MMSA pickle (aligned_50.pkl / unaligned_50.pkl: MOSI, MOSEI, SIMS)", True),

@@ -1,0 +1,396 @@
+"""OMIB: optimal multimodal information bottleneck (Wu et al., ICML 2025; paper 002).
+
+Per modality ``i`` (any number ``M >= 2``):
+
+* a task-relevance branch (TRB): encoder ``Enc_i`` gives ``z_i``; head ``Dec_i``
+  predicts ``y`` from ``[z_i, e_i]`` with noise ``e_i ~ N(0, I_k)`` during the
+  warm-up (eq. 3) and from ``[z_i, xi]`` in main training (eq. 9);
+* a VAE ``VAE_i`` maps ``z_i`` to ``N(mu_i, Sigma_i)``; ``zeta_i`` is a
+  reparameterised sample (eq. 5-6; :class:`~mmib.nn.bottleneck.VariationalBottleneck`).
+
+The optimal multimodal fusion (OMF) block fuses the ``M`` tokens ``zeta_i`` by
+multi-head attention (each token attends to all), concatenates the attended
+tokens and maps them back to width ``k`` (Appendix H), giving ``xi``; the OMF
+head predicts ``y`` from ``xi``. The main loss (eq. 10, App. D.1) is
+
+    L = L_task(OMF head) + beta (KL_1 + sum_{j>=2} r_j KL_j) + sum_i L_TRB_i
+
+with dynamic weights ``r_j = 1 - tanh(ln(D_j / D_1))`` (eq. 11), ``D_i`` the
+batch mean of ``KL(p(y | xi, z_i) || p(y | xi))`` between TRB head ``i`` and the
+OMF head, computed without gradient: ``r_j`` is in (0, 2) and shrinks when
+modality ``j`` still holds more task information outside ``xi`` than modality 1.
+For regression (and anomaly scores) the heads are Gaussians of fixed variance,
+so the KL is half the squared difference.
+
+Training is a fixed-length warm-up phase over the TRBs only (the engine
+freezes the OMF block) and then the open-ended main phase over everything.
+``beta`` defaults to a draw from the paper's bound ``[M_l, M_u]`` estimated by
+MINE on the training split when the main phase starts
+(:mod:`mmib.eval.bounds`); it is stored in a buffer and logged every epoch
+with the bounds and the mean ``r_j``. Inference uses ``Enc_i`` and the OMF block only.
+
+Design choices the paper leaves open:
+
+* ``xi`` enters the TRB heads detached, so ``L_TRB_i`` trains ``Enc_i`` and
+  ``Dec_i`` (the paper: "L_TRB ... for updating Enc_i and Dec_i") and the OMF
+  block is trained by ``L_OMF`` (which also reaches the encoders through ``z_i``).
+* Anomaly detection follows Deep SVDD (Ruff et al., 2018; paper App. H): heads
+  without bias terms output ``svdd_dim``-d embeddings, each head's centre is the
+  mean embedding of the normal training samples at the start of the phase in
+  which the head is trained with its input (TRBs at warm-up with noise and again
+  at the main phase with ``xi``; the OMF head at the main phase), stored in
+  buffers; the loss is the squared distance to the centre over normal samples
+  (weight decay, ``--set weight_decay=...``, is the paper's regulariser), and the
+  anomaly score is the OMF head's squared distance.
+
+Ablations (paper Table 6) are options: ``warmup_epochs=0`` (no warm-up),
+``fusion=concat`` (no cross-attention: concatenation and a linear map),
+``omf=false`` (no OMF block: ``xi`` is a linear map of the concatenated ``z_i``,
+no VAEs, no KL) and ``dynamic_r=false`` (every ``r_j = 1``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mmib.config import TrainConfig
+from mmib.data.dataset import Batch, DatasetSpec
+from mmib.errors import ConfigError
+from mmib.models.base import (
+    FitContext, ModelOutput, MultimodalModel, Objective, Phase, Stage, head_output, make_head, task_loss,
+)
+from mmib.models.common import EncoderOptions, make_encoders
+from mmib.models.registry import register_model
+from mmib.nn.bottleneck import VariationalBottleneck
+
+FUSIONS = ("attention", "concat")
+_KL_EPS = 1e-8
+_R_MARGIN = 1e-6
+
+
+def dynamic_weights(divergences: Tensor) -> Tensor:
+    """``r_j = 1 - tanh(ln(D_j / D_1))`` for ``j >= 2`` from per-modality divergences ``D`` ``(M,)``.
+
+    Returns ``(M - 1,)`` values in (0, 2) (eq. 11 and App. D.1 of the OMIB paper). Computed as
+    ``2 / (1 + (D_j / D_1)^2)``, the same function without tanh's saturation, in float64
+    and clamped to ``[1e-6, 2 - 1e-6]`` so that it stays strictly inside (0, 2) in floating point.
+    """
+    d = divergences.detach().double().clamp_min(0.0) + _KL_EPS
+    ratio = d[1:] / d[0]
+    r = 2.0 / (1.0 + ratio * ratio)
+    return r.clamp(_R_MARGIN, 2.0 - _R_MARGIN).to(divergences.dtype)
+
+
+def prediction_divergence(kind: str, a: Tensor, b: Tensor) -> Tensor:
+    """Per-sample ``KL(p_a || p_b)`` between two heads' predictive distributions.
+
+    Classes: softmax of the logits; multilabel: independent Bernoullis; regression
+    and anomaly scores: Gaussians of unit variance (half the squared difference).
+    """
+    if kind in ("binary", "multiclass"):
+        la, lb = F.log_softmax(a, -1), F.log_softmax(b, -1)
+        return (la.exp() * (la - lb)).sum(-1)
+    if kind == "multilabel":
+        pa = torch.sigmoid(a)
+        la1, la0 = F.logsigmoid(a), F.logsigmoid(-a)
+        lb1, lb0 = F.logsigmoid(b), F.logsigmoid(-b)
+        return (pa * (la1 - lb1) + (1 - pa) * (la0 - lb0)).sum(-1)
+    diff = a - b
+    return 0.5 * (diff.pow(2).sum(-1) if diff.dim() > 1 else diff.pow(2))
+
+
+def _svdd_head(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
+    """Bias-free two-layer MLP (LeakyReLU), as Deep SVDD needs to avoid a constant solution."""
+    return nn.Sequential(nn.Linear(in_dim, hidden, bias=False), nn.LeakyReLU(), nn.Linear(hidden, out_dim, bias=False))
+
+
+@register_model(
+    "omib",
+    "optimal multimodal IB: warm-up TRBs, per-modality VAEs, cross-attention fusion, beta from the MINE bound",
+    tasks=("regression", "binary", "multiclass", "multilabel", "anomaly"),
+    min_modalities=2,
+)
+class OMIB(MultimodalModel):
+    @dataclass
+    class Options(EncoderOptions):
+        hidden: int = 256  # width of z_i (the paper's SIM encoders output 256)
+        latent: int = 64  # k: width of zeta_i, xi and the warm-up noise e_i
+        vae_hidden: int = 256  # hidden layer of each VAE
+        heads: int = 4  # attention heads of the fusion
+        head_hidden: int = 128  # hidden layer of the TRB and OMF heads
+        warmup_epochs: int = 5  # 0: ablation "without warm-up"
+        beta: float | None = None  # None: drawn from [M_l, M_u] estimated by MINE on the training split
+        beta_quantile: float | None = None  # None: uniform draw; q in [0, 1]: M_l + q (M_u - M_l)
+        fusion: str = "attention"  # "concat": ablation "without cross-attention"
+        omf: bool = True  # False: ablation "without the OMF block"
+        dynamic_r: bool = True  # False: ablation "without r" (all r_j = 1)
+        mine_steps: int = 200  # MINE budget for the default beta (see mmib.eval.bounds.MineSettings)
+        mine_samples: int = 4096
+        mine_batch: int = 256
+        svdd_dim: int = 64  # anomaly task: width of the Deep SVDD embeddings
+
+    def __init__(self, spec: DatasetSpec, options: "OMIB.Options") -> None:
+        super().__init__(spec, options)
+        o = options
+        names = list(spec.names)
+        m = len(names)
+        if m < 2:
+            raise ConfigError(f"omib needs at least 2 modalities; the data have {m}")
+        if o.fusion not in FUSIONS:
+            raise ConfigError(f"omib: fusion {o.fusion!r} is not one of {', '.join(FUSIONS)}")
+        if o.latent < 1 or o.hidden < 1 or o.head_hidden < 1 or o.vae_hidden < 0 or o.svdd_dim < 1:
+            raise ConfigError("omib: latent, hidden, head_hidden and svdd_dim must be >= 1 (vae_hidden >= 0)")
+        if o.fusion == "attention" and o.latent % o.heads != 0:
+            raise ConfigError(f"omib: latent ({o.latent}) must be divisible by heads ({o.heads})")
+        if o.warmup_epochs < 0:
+            raise ConfigError(f"omib: warmup_epochs must be >= 0, got {o.warmup_epochs}")
+        if o.beta is not None and (not math.isfinite(o.beta) or o.beta < 0):
+            raise ConfigError(f"omib: beta must be a finite number >= 0, got {o.beta}")
+        if o.beta_quantile is not None and not 0.0 <= o.beta_quantile <= 1.0:
+            raise ConfigError(f"omib: beta_quantile must lie in [0, 1], got {o.beta_quantile}")
+        if o.omf and o.beta is None and m > 3:
+            raise ConfigError(
+                f"omib: the beta bound is derived for 2 or 3 modalities, the data have {m}; set beta (--set beta=...)"
+            )
+        self.names = names
+        self.anomaly = self.task.kind == "anomaly"
+        out_dim = o.svdd_dim if self.anomaly else self.task.output_dim
+
+        def head(in_dim: int) -> nn.Module:
+            if self.anomaly:
+                return _svdd_head(in_dim, o.head_hidden, out_dim)
+            return make_head(in_dim, self.task, o.head_hidden, o.dropout)
+
+        # Task-relevance branches.
+        self.encoders = make_encoders(spec, o)
+        self.trb_heads = nn.ModuleDict({n: head(o.hidden + o.latent) for n in names})
+        # OMF block.
+        if o.omf:
+            self.vaes = nn.ModuleDict(
+                {n: VariationalBottleneck(o.hidden, o.latent, hidden=o.vae_hidden or None, dropout=o.dropout) for n in names}
+            )
+            self.attention = (
+                nn.MultiheadAttention(o.latent, o.heads, dropout=o.dropout, batch_first=True)
+                if o.fusion == "attention" else None
+            )
+            self.fuse_out = nn.Linear(m * o.latent, o.latent)
+        else:
+            self.vaes = nn.ModuleDict()
+            self.attention = None
+            self.fuse_out = nn.Linear(m * o.hidden, o.latent)
+        self.omf_head = head(o.latent)
+
+        nan = float("nan")
+        self.register_buffer("beta_value", torch.tensor(nan if o.beta is None else float(o.beta)))
+        self.register_buffer("beta_lower", torch.tensor(nan))
+        self.register_buffer("beta_upper", torch.tensor(nan))
+        self.register_buffer("center_omf", torch.zeros(out_dim if self.anomaly else 0))
+        self.register_buffer("center_trb", torch.zeros(m, out_dim if self.anomaly else 0))
+        # Per-epoch accumulators of r (reset every epoch, so not saved).
+        self.register_buffer("_r_sum", torch.zeros(m - 1), persistent=False)
+        self.register_buffer("_r_count", torch.zeros(()), persistent=False)
+
+    # ------------------------------------------------------------------ parts
+    def omf_modules(self) -> list[nn.Module]:
+        """The OMF block (VAEs, fusion, OMF head): what the warm-up must leave untouched."""
+        mods: list[nn.Module] = [self.vaes, self.fuse_out, self.omf_head]
+        if self.attention is not None:
+            mods.append(self.attention)
+        return mods
+
+    def trb_modules(self) -> list[nn.Module]:
+        """The task-relevance branches (encoders and TRB heads)."""
+        return [self.encoders, self.trb_heads]
+
+    def fuse(self, tokens: list[Tensor]) -> Tensor:
+        """``xi`` from the ``M`` modality tokens ``zeta_i`` (or from ``z_i`` without the OMF block)."""
+        x = torch.stack(tokens, dim=1)  # (B, M, width)
+        if self.attention is not None:
+            attended, _ = self.attention(x, x, x, need_weights=False)
+            x = x + attended
+        return self.fuse_out(x.flatten(1))
+
+    def _omf_pass(self, z: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], dict[str, Tensor]]:
+        """``xi``, the per-modality KLs and the ``zeta_i`` (``mu_i`` at evaluation)."""
+        if not self.options.omf:
+            return self.fuse([z[n] for n in self.names]), {}, {}
+        kls, zetas = {}, {}
+        for n in self.names:
+            b = self.vaes[n](z[n])
+            kls[n], zetas[n] = b.kl, b.z
+        return self.fuse([zetas[n] for n in self.names]), kls, zetas
+
+    def _svdd_score(self, raw: Tensor, center: Tensor) -> Tensor:
+        return (raw - center).pow(2).sum(-1)
+
+    def _head_prediction(self, raw: Tensor, center: Tensor) -> Tensor:
+        return self._svdd_score(raw, center) if self.anomaly else head_output(self.task, raw)
+
+    def _loss(self, raw: Tensor, batch: Batch, center: Tensor) -> Tensor:
+        if self.anomaly:
+            dist = self._svdd_score(raw, center)
+            if batch.y is None:
+                return dist.mean()
+            w = (batch.y == 0).to(dist.dtype)  # one-class: only normal samples pull towards the centre
+            return (dist * w).sum() / w.sum().clamp_min(1.0)
+        assert batch.y is not None
+        return task_loss(self.task, head_output(self.task, raw), batch.y, self.options.regression_loss)
+
+    def current_beta(self) -> float:
+        beta = float(self.beta_value)
+        if math.isnan(beta):
+            raise ConfigError(
+                "omib: beta is not set yet (it is drawn when the main phase starts); train through the engine or pass beta"
+            )
+        return beta
+
+    # ------------------------------------------------------------------ inference
+    def forward(self, batch: Batch) -> ModelOutput:
+        z = self.encoders(batch)
+        xi, _, zetas = self._omf_pass(z)
+        prediction = self._head_prediction(self.omf_head(xi), self.center_omf)
+        reps = {f"z_{n}": z[n] for n in self.names}
+        reps.update({f"zeta_{n}": v for n, v in zetas.items()})
+        return ModelOutput(prediction, xi, reps)
+
+    # ------------------------------------------------------------------ training
+    def objective(self, batch: Batch, phase: str, stage: str) -> Objective:
+        z = self.encoders(batch)
+        k = self.options.latent
+        terms: dict[str, Tensor] = {}
+        if phase == "warmup":
+            total = None
+            for i, n in enumerate(self.names):
+                noise = torch.randn(z[n].shape[0], k, device=z[n].device, dtype=z[n].dtype)
+                loss = self._loss(self.trb_heads[n](torch.cat([z[n], noise], -1)), batch, self.center_trb[i])
+                terms[f"trb_{n}"] = loss
+                total = loss if total is None else total + loss
+            assert total is not None
+            return Objective(total, terms)
+
+        xi, kls, _ = self._omf_pass(z)
+        raw = self.omf_head(xi)
+        omf_task = self._loss(raw, batch, self.center_omf)
+        terms["omf_task"] = omf_task
+        trb_raw = {n: self.trb_heads[n](torch.cat([z[n], xi.detach()], -1)) for n in self.names}
+        trb_total = None
+        for i, n in enumerate(self.names):
+            loss = self._loss(trb_raw[n], batch, self.center_trb[i])
+            terms[f"trb_{n}"] = loss
+            trb_total = loss if trb_total is None else trb_total + loss
+        assert trb_total is not None
+        total = omf_task + trb_total
+        if self.options.omf:
+            r = self._weights(raw, trb_raw)
+            weighted = kls[self.names[0]]
+            for j, n in enumerate(self.names[1:]):
+                weighted = weighted + r[j] * kls[n]
+            for n in self.names:
+                terms[f"kl_{n}"] = kls[n]
+            total = total + self.current_beta() * weighted
+        return Objective(total, terms)
+
+    @torch.no_grad()
+    def _weights(self, raw: Tensor, trb_raw: dict[str, Tensor]) -> Tensor:
+        """The dynamic weights ``r_j`` from this batch (no gradient), accumulated for logging."""
+        if not self.options.dynamic_r:
+            r = torch.ones(len(self.names) - 1, device=raw.device)
+        else:
+            kind = self.task.kind
+            if self.anomaly:  # compare the heads' anomaly scores
+                ref = self._svdd_score(raw, self.center_omf)
+                heads = [self._svdd_score(trb_raw[n], self.center_trb[i]) for i, n in enumerate(self.names)]
+            else:
+                ref = raw if kind != "regression" else raw.squeeze(-1)
+                heads = [trb_raw[n] if kind != "regression" else trb_raw[n].squeeze(-1) for n in self.names]
+            d = torch.stack([prediction_divergence(kind, h.float(), ref.float()).mean() for h in heads])
+            r = dynamic_weights(d)
+        self._r_sum += r.to(self._r_sum.dtype)
+        self._r_count += 1
+        return r.detach()
+
+    def training_plan(self, config: TrainConfig) -> list[Phase]:
+        """Warm-up over the TRBs only (``warmup_epochs``), then the open-ended main phase."""
+        phases = []
+        if self.options.warmup_epochs > 0:
+            trb_params = [p for mod in self.trb_modules() for p in mod.parameters()]
+            phases.append(Phase(
+                "warmup", [Stage("warmup", self.param_groups(trb_params, config), config.clip_grad)],
+                epochs=self.options.warmup_epochs,
+            ))
+        phases.append(Phase("main", [Stage("main", self.param_groups(self.parameters(), config), config.clip_grad)]))
+        return phases
+
+    # ------------------------------------------------------------------ hooks
+    def on_phase_start(self, phase: str, context: FitContext) -> None:
+        """Main phase: draw beta from the MINE bound if not given. Anomaly: fix the SVDD centres."""
+        if phase == "main" and self.options.omf and self.options.beta is None and math.isnan(float(self.beta_value)):
+            self.set_beta_from_bound(context)
+        if self.anomaly:
+            self.fix_centers(phase, context)
+
+    def set_beta_from_bound(self, context: FitContext) -> None:
+        """Estimate ``[M_l, M_u]`` on the training split and draw beta from it (Algorithm 2)."""
+        from mmib.eval.bounds import MineSettings, beta_bounds
+
+        o = self.options
+        settings = MineSettings(steps=o.mine_steps, batch_size=o.mine_batch, max_samples=o.mine_samples,
+                                seed=context.config.seed)
+        bounds = beta_bounds(context.dataset, "train", settings, self.names, device=context.device)
+        g = torch.Generator().manual_seed(context.config.seed + 104729)
+        self.beta_lower.fill_(bounds.lower)
+        self.beta_upper.fill_(bounds.upper)
+        self.beta_value.fill_(bounds.draw(g, o.beta_quantile))
+
+    @torch.no_grad()
+    def fix_centers(self, phase: str, context: FitContext, batch_size: int = 1024, eps: float = 0.1) -> None:
+        """Deep SVDD centres: mean head embeddings over the normal training samples (Ruff et al.)."""
+        ds = context.dataset
+        train = ds.splits["train"]
+        normal = train[ds.y.index_select(0, train) == 0]
+        if normal.numel() == 0:
+            raise ConfigError(f"{ds.name}: the training split has no normal samples (y == 0) to fix the SVDD centre")
+        was_training = self.training
+        self.eval()
+        sums_trb = torch.zeros_like(self.center_trb)
+        sum_omf = torch.zeros_like(self.center_omf)
+        for start in range(0, normal.numel(), batch_size):
+            batch = ds.take(normal[start : start + batch_size]).to(context.device)
+            z = self.encoders(batch)
+            if phase == "warmup":
+                side = {n: torch.randn(z[n].shape[0], self.options.latent, device=z[n].device) for n in self.names}
+            else:
+                xi, _, _ = self._omf_pass(z)
+                sum_omf += self.omf_head(xi).sum(0)
+                side = {n: xi for n in self.names}
+            for i, n in enumerate(self.names):
+                sums_trb[i] += self.trb_heads[n](torch.cat([z[n], side[n]], -1)).sum(0)
+        self.train(was_training)
+
+        def nudge(c: Tensor) -> Tensor:  # keep coordinates away from 0 (a trivial solution), as Ruff et al. do
+            small = c.abs() < eps
+            return torch.where(small & (c < 0), torch.full_like(c, -eps), torch.where(small, torch.full_like(c, eps), c))
+
+        self.center_trb.copy_(nudge(sums_trb / normal.numel()))
+        if phase != "warmup":
+            self.center_omf.copy_(nudge(sum_omf / normal.numel()))
+
+    def on_epoch_end(self, epoch: int, phase: str) -> dict[str, float]:
+        """Log beta (and its bounds when drawn) and the epoch mean of every ``r_j``."""
+        out: dict[str, float] = {}
+        if phase == "main" and self.options.omf:
+            out["beta"] = float(self.beta_value)
+            if not math.isnan(float(self.beta_upper)):
+                out["beta_lower"] = float(self.beta_lower)
+                out["beta_upper"] = float(self.beta_upper)
+            if float(self._r_count) > 0:
+                for j, n in enumerate(self.names[1:]):
+                    out[f"r_{n}"] = float(self._r_sum[j] / self._r_count)
+        self._r_sum.zero_()
+        self._r_count.zero_()
+        return out
