@@ -23,7 +23,7 @@ from mmib.errors import DataError, RunError
 from mmib.models.base import MultimodalModel
 from mmib.models.registry import build_model
 from mmib.train import rundir
-from mmib.train.engine import FitResult, Predictions, Trainer
+from mmib.train.engine import FitResult, Predictions, Trainer, seed_everything
 from mmib.train.engine import evaluate as _evaluate
 from mmib.train.engine import predict as _predict
 
@@ -97,6 +97,7 @@ def train(
     else:
         cfg = make_config(model, data, config, **kwargs)
     ds = dataset if dataset is not None else dataset_from_config(cfg.data)
+    seed_everything(cfg.train.seed)  # the initial weights depend on the training seed alone
     net = build_model(cfg.model.name, ds.spec, **cfg.model.options)
     return Trainer(net, ds, cfg.train, out, cfg, epoch_callback=epoch_callback).fit(resume=resume)
 
