@@ -92,6 +92,34 @@ def test_resume_restores_generated_labels_and_the_label_log(tmp_path, tiny_msa):
     assert read_label_log(tmp_path / "part") == read_label_log(tmp_path / "full")
 
 
+def test_model_labels_move_towards_hand_built_centres(tiny_msa):
+    """Centres placed by hand around the batch's own representations: s-labels of a view sitting on its
+    negative centre fall below y_m; those of a view far more clearly on its positive side than the fused
+    reference rise above it (eq. 30 compares the view's relative distance with the reference's)."""
+    from mmib.models.base import FitContext
+
+    torch.manual_seed(0)
+    model = build_model("mcer", tiny_msa.spec, **SMALL, dropout=0.0, tasks=["m", "s"])
+    model.on_phase_start("main", FitContext(tiny_msa, TrainConfig(), torch.device("cpu"), torch.Generator()))
+    model.labels.end_epoch()  # epoch 1 done: the next batch gets epoch 2's update
+    train_idx = tiny_msa.splits["train"]
+    batch = tiny_msa.take(train_idx[tiny_msa.y[train_idx] > 0.5][:16])
+    model.train()
+    with torch.no_grad():
+        x, _ = model._encode(batch, steps=False)
+        fused = model.fusion(torch.cat([x[m] for m in tiny_msa.spec.names], -1))
+        h = {m: model.s_proj[m](x[m]) for m in tiny_msa.spec.names}
+    far = 10.0
+    model.labels.set_centres(None, fused.mean(0), fused.mean(0) + far)  # the fused representation: positive side
+    model.labels.set_centres("s_text", h["text"].mean(0) + far, h["text"].mean(0))  # text: negative side
+    model.labels.set_centres("s_vision", h["vision"].mean(0), h["vision"].mean(0) + 100 * far)  # far more positive
+    model.objective(batch, "main", "main")
+    gen = model.labels.labels(batch.index, batch.y)
+    assert bool((gen["s_text"] < batch.y).all())  # moved towards the negative side
+    assert bool((gen["s_vision"] > batch.y).all())  # relatively more positive than F'_m: moved up
+    torch.testing.assert_close(gen["s_audio"], batch.y)  # a view without centres keeps its label
+
+
 def test_regression_only_and_three_modalities():
     with pytest.raises(ConfigError, match="does not support binary"):
         build_model("mcer", DatasetSpec.simple({"a": 3, "b": 3, "c": 3}, "binary"))
