@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -191,3 +193,34 @@ def test_learning_rates_follow_table_iii(tiny_msa):
     assert {g.name: g.lr for g in own.training_plan(TrainConfig(lr=0.01))[0].stages[0].groups}["other"] == 0.01
     n = sum(p.numel() for g in model.training_plan(TrainConfig())[0].stages[0].groups for p in g.params)
     assert n == model.num_parameters(trainable_only=True)
+
+
+def test_local_bert_text_encoder_trains_at_lr_bert(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from mmib.data.dataset import MultimodalDataset, TaskSpec
+
+    cfg = transformers.BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=32, max_position_embeddings=16, type_vocab_size=2)
+    torch.manual_seed(0)
+    transformers.BertModel(cfg).save_pretrained(tmp_path / "bert")
+    g = torch.Generator().manual_seed(0)
+    n, length = 40, 8
+    ids = torch.randint(2, 30, (n, length), generator=g)
+    tokens = torch.stack([ids, torch.ones_like(ids), torch.zeros_like(ids)], 1).float()
+    ds = MultimodalDataset(
+        "tiny-bert-msa",
+        {"text": torch.randn(n, length, 6, generator=g), "audio": torch.randn(n, 5, 4, generator=g),
+         "vision": torch.randn(n, 3, generator=g)},
+        torch.randn(n, generator=g), TaskSpec("regression"),
+        {"train": torch.arange(24), "valid": torch.arange(24, 32), "test": torch.arange(32, n)},
+        extras={"text_bert": tokens},
+    )
+    model = build_model("mcer", ds.spec, **SMALL, text_model=str(tmp_path / "bert"))
+    assert model.encoders.kinds == {"text": "bert", "audio": "lstm", "vision": "mlp"}
+    # text (bert: no per-step states) feeds its input sequence to the BiGRU; audio its sLSTM steps
+    assert model.cross_from_steps == {"text": False, "audio": True, "vision": False}
+    groups = {g.name: g.lr for g in model.training_plan(TrainConfig())[0].stages[0].groups}
+    assert groups["text_text"] == 4.5e-5 and groups["main_text"] == 7e-4  # the new projection at lr_other
+    result = train(model="mcer", dataset=ds, epochs=1, batch_size=8, progress=False,
+                   model_options={**SMALL, "text_model": str(tmp_path / "bert")})
+    assert math.isfinite(result.test["mae"])
