@@ -20,7 +20,9 @@ class EncoderOptions:
     dropout: float = 0.1
     text_model: str | None = None
     #: options of the ``bert`` text encoder (``mmib.nn.text.HFTextEncoder``): trainable,
-    #: train_last_k_layers, pooling, random_init (``--set model.text_encoder.trainable=false``)
+    #: train_last_k_layers, pooling, random_init, cache (``--set model.text_encoder.trainable=false``
+    #: freezes it, ``...train_last_k_layers=2`` fine-tunes only the last 2 layers; a frozen encoder's
+    #: features are computed once per run and cached unless ``...cache=false``)
     text_encoder: dict[str, Any] = field(default_factory=dict)
     regression_loss: str = "l1"
 

@@ -212,8 +212,8 @@ class ModalityEncoders(nn.Module):
     def encode(self, name: str, batch: Batch) -> Tensor:
         """Encode one modality of ``batch``."""
         enc = self.encoders[name]
-        if self.kinds[name] == "bert":
-            return enc(batch.extras["text_bert"])
+        if self.kinds[name] == "bert":  # the batch's rows let a frozen text encoder use its feature cache
+            return enc(batch.extras["text_bert"], index=batch.index)
         out = enc(batch.features[name], batch.lengths.get(name))
         presence = batch.lengths.get(name)
         if presence is not None and batch.features[name].dim() == 2:

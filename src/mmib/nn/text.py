@@ -8,6 +8,14 @@ attention mask and segment (token type) ids. It pools the last hidden states
 (the ``[CLS]`` vector by default, as the MIB and MMIM references do, or the
 mean over unmasked tokens) and projects them to ``out_dim``.
 
+With a frozen backbone (``trainable=false``, or ``train_last_k_layers=0``) and
+``cache=true`` (the default) the pooled backbone features of each sample are
+computed once per run: :meth:`mmib.train.engine.Trainer.fit` attaches a
+:class:`~mmib.nn.cache.FeatureCache` keyed by dataset row and validated by the
+token ids (memory-mapped on disk for large sets), and ``forward(tokens, index=...)``
+runs the backbone only on rows it has not seen. The projection after it is trained
+as usual.
+
 The pretrained part is flagged ``pretrained_text = True`` so that
 :meth:`~mmib.models.base.MultimodalModel.param_groups` trains it at
 ``TrainConfig.text_lr``; the new projection layer is flagged ``False`` and trains
@@ -24,10 +32,11 @@ import torch
 from torch import Tensor, nn
 
 from mmib.errors import ConfigError
+from mmib.nn.cache import FeatureCache
 
 POOLINGS = ("cls", "mean")
 #: The options :class:`HFTextEncoder` accepts (``--set model.text_encoder.KEY=VALUE``).
-TEXT_OPTIONS = ("trainable", "train_last_k_layers", "pooling", "random_init")
+TEXT_OPTIONS = ("trainable", "train_last_k_layers", "pooling", "random_init", "cache")
 
 
 def _import_transformers() -> Any:
@@ -67,6 +76,8 @@ class HFTextEncoder(nn.Module):
             tokens whose attention mask is 1).
         random_init: build the architecture from the directory's ``config.json`` with
             random weights instead of loading weights (for benchmarks and parameter counts).
+        cache: when the backbone is frozen, reuse each sample's pooled features from a
+            :class:`~mmib.nn.cache.FeatureCache` once the engine attaches one (see the module doc).
     """
 
     pretrained_text: ClassVar[bool] = True
@@ -79,6 +90,7 @@ class HFTextEncoder(nn.Module):
         train_last_k_layers: int | None = None,
         pooling: str = "cls",
         random_init: bool = False,
+        cache: bool = True,
         **unknown: Any,
     ) -> None:
         super().__init__()
@@ -118,6 +130,11 @@ class HFTextEncoder(nn.Module):
         self.trainable = bool(trainable)
         self.train_last_k_layers = None if train_last_k_layers is None else int(train_last_k_layers)
         self._set_trainable()
+        self.cache = bool(cache)
+        #: attached by :func:`mmib.nn.cache.feature_caches` for a run (not saved with the model)
+        self.feature_cache: FeatureCache | None = None
+        self._register_load_state_dict_pre_hook(self._invalidate_cache_on_new_weights)
+        self.train(self.training)  # a frozen backbone is in eval mode from the start (from_config builds it in train mode)
 
     def _set_trainable(self) -> None:
         if not self.trainable:
@@ -143,6 +160,22 @@ class HFTextEncoder(nn.Module):
         """True when no pretrained parameter is trained."""
         return not self.trainable or self.train_last_k_layers == 0
 
+    @property
+    def uses_feature_cache(self) -> bool:
+        """Whether a feature cache may serve this encoder: ``cache`` and a frozen backbone."""
+        return self.cache and self.frozen
+
+    def _invalidate_cache_on_new_weights(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
+        """Loading backbone weights that differ from the current ones makes cached features stale."""
+        cache = self.feature_cache
+        if cache is None:
+            return
+        for name, current in self.backbone.state_dict().items():
+            new = state_dict.get(f"{prefix}backbone.{name}")
+            if new is not None and (new.shape != current.shape or not torch.equal(new.to(current.device), current)):
+                cache.clear()
+                return
+
     def train(self, mode: bool = True) -> "HFTextEncoder":
         """Like ``nn.Module.train``, but a frozen backbone stays in eval mode (no dropout)."""
         super().train(mode)
@@ -166,5 +199,27 @@ class HFTextEncoder(nn.Module):
         m = mask.to(hidden.dtype).unsqueeze(-1)
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
-    def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def cached_pool(self, tokens: Tensor, index: Tensor) -> Tensor:
+        """:meth:`pool` through the attached feature cache: the backbone runs only on the rows of
+        ``index`` (dataset rows) whose features are not stored yet (float32 result)."""
+        cache = self.feature_cache
+        assert cache is not None
+        values, hit = cache.lookup(index, tokens)
+        if bool(hit.all()):
+            return values.to(tokens.device)
+        hit = hit.to(tokens.device)
+        miss = ~hit
+        fresh = self.pool(tokens[miss]).float()
+        cache.store(index[miss.to(index.device)], tokens[miss], fresh)
+        out = fresh.new_empty((tokens.shape[0], fresh.shape[1]))
+        out[miss] = fresh
+        if values.shape[0]:
+            out[hit] = values.to(out.device)
+        return out
+
+    def forward(self, tokens: Tensor, lengths: Tensor | None = None, index: Tensor | None = None) -> Tensor:
+        """``(B, 3, L)`` tokens -> ``(B, out_dim)``; ``index`` (the batch's dataset rows) lets a
+        frozen backbone's features come from the attached feature cache."""
+        if index is not None and self.feature_cache is not None and self.uses_feature_cache:
+            return self.proj(self.cached_pool(tokens, index))
         return self.proj(self.pool(tokens))

@@ -29,6 +29,7 @@ from mmib.data.dataset import MultimodalDataset
 from mmib.errors import ConfigError, MMIBError, RunError
 from mmib.eval.metrics import compute_metrics, default_monitor, metric_mode
 from mmib.models.base import FitContext, MultimodalModel, Phase, Stage
+from mmib.nn.cache import feature_caches
 from mmib.train import rundir
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
@@ -252,7 +253,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self, resume: bool = False) -> FitResult:
-        """Train, select the best epoch, evaluate on test; write the run dir if any."""
+        """Train, select the best epoch, evaluate on test; write the run dir if any.
+
+        Frozen encoders that can (``uses_feature_cache``: a frozen BERT-type text encoder) get a
+        per-sample feature cache for the run (:func:`mmib.nn.cache.feature_caches`)."""
+        with feature_caches(self.model, len(self.dataset)):
+            return self._fit(resume)
+
+    def _fit(self, resume: bool) -> FitResult:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))

@@ -1,0 +1,195 @@
+"""Feature cache of a frozen text encoder: each sample's features computed once per run."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mmib.config import TrainConfig
+from mmib.data.dataset import MultimodalDataset, TaskSpec
+from mmib.models.registry import build_model
+from mmib.nn.cache import FeatureCache, cache_users, feature_caches
+from mmib.train.engine import Trainer, predict
+
+transformers = pytest.importorskip("transformers")
+
+from mmib.nn.text import HFTextEncoder  # noqa: E402
+
+VOCAB, L = 40, 10
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    """A randomly initialised 2-layer BERT saved to a local directory (no download)."""
+    cfg = transformers.BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=32, type_vocab_size=2,
+    )
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny_bert_cache")
+    transformers.BertModel(cfg).save_pretrained(path)
+    return path
+
+
+def _tokens(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, VOCAB, (n, L), generator=g)
+    ids[:, 0] = 1
+    lengths = torch.randint(L // 2, L + 1, (n,), generator=g)
+    mask = (torch.arange(L).unsqueeze(0) < lengths.unsqueeze(1)).long()
+    return torch.stack([ids * mask, mask, torch.zeros_like(ids)], dim=1)
+
+
+def _dataset(n: int = 48) -> MultimodalDataset:
+    g = torch.Generator().manual_seed(0)
+    tokens = _tokens(n)
+    y = tokens[:, 0, 1].float() / VOCAB + 0.1 * torch.randn(n, generator=g)
+    return MultimodalDataset(
+        "tiny-text", {"text": torch.zeros(n, 1), "audio": torch.randn(n, 5, generator=g)}, y, TaskSpec("regression"),
+        {"train": torch.arange(32), "valid": torch.arange(32, 40), "test": torch.arange(40, n)},
+        extras={"text_bert": tokens},
+    )
+
+
+class RowCounter:
+    """Counts the rows that go through a backbone's forward."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        self.rows = 0
+        backbone.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module, args, kwargs):
+        self.rows += int(kwargs["input_ids"].shape[0])
+
+
+# ---------------------------------------------------------------- FeatureCache
+def test_cache_round_trip_validates_keys_and_range():
+    cache = FeatureCache(10)
+    keys = torch.arange(12).reshape(4, 3)
+    vals = torch.randn(4, 5)
+    idx = torch.tensor([0, 3, 9, 12])  # 12 is outside the 10 rows: never stored
+    cache.store(idx, keys, vals)
+    got, hit = cache.lookup(idx, keys)
+    assert hit.tolist() == [True, True, True, False]
+    assert torch.equal(got, vals[:3])
+    changed = keys.clone()
+    changed[1, 2] += 1  # same row, another input: a miss, never another sample's features
+    got, hit = cache.lookup(idx, changed)
+    assert hit.tolist() == [True, False, True, False] and torch.equal(got, vals[[0, 2]])
+    got, hit = cache.lookup(torch.tensor([5]), torch.zeros(1, 3, dtype=torch.long))  # never stored
+    assert not hit.any() and got.shape == (0, 5)
+    _, hit = cache.lookup(idx[:1], torch.zeros(1, 4, dtype=torch.long))  # another key layout
+    assert not hit.any()
+    assert not cache.on_disk
+    cache.clear()
+    assert not cache.lookup(idx, keys)[1].any()
+    with pytest.raises(ValueError, match="batch dimension"):
+        cache.store(idx, keys, torch.randn(3, 5))
+
+
+def test_large_cache_is_memory_mapped_and_deleted_on_close(tmp_path):
+    cache = FeatureCache(100, memory_limit=0, directory=tmp_path)
+    keys, vals = torch.arange(8).reshape(2, 4), torch.randn(2, 6)
+    cache.store(torch.tensor([7, 99]), keys, vals)
+    assert cache.on_disk and cache.path is not None and cache.path.parent == tmp_path
+    assert isinstance(cache.values, np.memmap) and (cache.path / "values.npy").is_file()
+    assert torch.equal(cache.lookup(torch.tensor([99, 7]), keys.flip(0))[0], vals.flip(0))
+    stored = np.load(cache.path / "values.npy", mmap_mode="r")
+    assert np.array_equal(stored[[7, 99]], vals.numpy())
+    path = cache.path
+    cache.close()
+    assert not path.exists() and cache.values is None
+
+
+# ---------------------------------------------------------------- the text encoder
+def test_frozen_encoder_hit_gives_identical_features_computed_once(tiny_bert):
+    torch.manual_seed(0)
+    enc = HFTextEncoder(tiny_bert, 8, trainable=False).train()
+    counter = RowCounter(enc.backbone)
+    tokens, index = _tokens(6, seed=1), torch.arange(10, 16)
+    assert enc.uses_feature_cache
+    with feature_caches(enc, 20) as caches:
+        assert enc.feature_cache is caches[0]
+        first = enc(tokens, index=index)
+        assert counter.rows == 6
+        torch.testing.assert_close(first, enc(tokens), rtol=1e-5, atol=1e-6)  # same as without the cache
+        counter.rows = 0
+        second = enc(tokens, index=index)
+        assert counter.rows == 0  # all hits: the backbone did not run
+        assert torch.equal(first, second)
+        second.sum().backward()  # the projection still trains
+        assert enc.proj.weight.grad is not None
+        # a batch mixing seen and new rows runs the backbone on the new rows only
+        mixed = torch.cat([tokens[:2], _tokens(3, seed=2)])
+        out = enc(mixed, index=torch.tensor([10, 11, 0, 1, 2]))
+        assert counter.rows == 3
+        assert torch.equal(out[:2], first[:2])
+        torch.testing.assert_close(out, enc(mixed), rtol=1e-5, atol=1e-6)
+        assert caches[0].hits == 6 + 2 and caches[0].misses == 6 + 3
+    assert enc.feature_cache is None  # detached after the block
+
+
+def test_cache_not_used_when_trainable(tiny_bert):
+    for opts in ({}, {"train_last_k_layers": 1}, {"trainable": False, "cache": False}):
+        enc = HFTextEncoder(tiny_bert, 8, **opts)
+        assert not enc.uses_feature_cache
+        counter = RowCounter(enc.backbone)
+        with feature_caches(enc, 10) as caches:
+            assert caches == [] and enc.feature_cache is None
+            enc(_tokens(4), index=torch.arange(4))
+            enc(_tokens(4), index=torch.arange(4))
+        assert counter.rows == 8  # computed every time
+    assert HFTextEncoder(tiny_bert, 8, train_last_k_layers=0).uses_feature_cache  # no layer trained: frozen
+
+
+def test_loading_other_backbone_weights_invalidates_the_cache(tiny_bert):
+    enc = HFTextEncoder(tiny_bert, 8, trainable=False)
+    tokens, index = _tokens(4), torch.arange(4)
+    with feature_caches(enc, 4) as caches:
+        enc(tokens, index=index)
+        enc.load_state_dict(enc.state_dict())  # the same weights: the cache stays
+        assert caches[0].filled.all()
+        other = HFTextEncoder(tiny_bert, 8, trainable=False, random_init=True)
+        enc.load_state_dict(other.state_dict())
+        assert not caches[0].filled.any()
+        torch.testing.assert_close(enc(tokens, index=index), other(tokens), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------- through the engine
+def test_trainer_computes_each_samples_text_features_once(tiny_bert, tmp_path):
+    ds = _dataset()
+    opts = dict(text_model=str(tiny_bert), z_dim=4, ib_hidden=8, hidden=8)
+    cfg = TrainConfig(epochs=3, batch_size=8, progress=False, patience=10, lr=3e-3)
+    results = {}
+    for cache in (True, False):
+        torch.manual_seed(0)
+        model = build_model("c-mib", ds.spec, text_encoder={"trainable": False, "cache": cache}, **opts)
+        enc = model.encoders.encoders["text"]
+        counter = RowCounter(enc.backbone)
+        res = Trainer(model, ds, cfg).fit()
+        results[cache] = (res, counter.rows)
+        assert enc.feature_cache is None and cache_users(model) == ([enc] if cache else [])
+    (cached, rows_cached), (plain, rows_plain) = results[True], results[False]
+    # 3 epochs of 32 train + 8 valid rows, best-epoch restore, then valid and test once more
+    assert rows_cached == len(ds)
+    assert rows_plain == 3 * 40 + 8 + 8
+    assert cached.best_epoch == plain.best_epoch
+    for k, v in plain.test.items():
+        assert cached.test[k] == pytest.approx(v, rel=1e-4, abs=1e-5)
+    p1 = predict(cached.model, ds, "test")  # after the run: no cache attached, features computed afresh
+    p2 = predict(plain.model, ds, "test")
+    torch.testing.assert_close(p1.prediction, p2.prediction, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_option_through_set(tiny_bert, tmp_path):
+    from mmib.api import train
+
+    ds = _dataset()
+    res = train(model="mmim", dataset=ds, epochs=1, batch_size=16, progress=False, out=tmp_path / "run",
+                overrides=[f"model.text_model={tiny_bert}", "model.text_encoder.trainable=false"])
+    enc = res.model.encoders.encoders["text"]
+    assert isinstance(enc, HFTextEncoder) and enc.frozen and enc.uses_feature_cache
+    assert not any(p.requires_grad for p in enc.backbone.parameters())
+    assert res.results["trainable_params"] < res.results["params"]
+    assert not any(Path(tmp_path / "run").glob("**/values.npy"))
