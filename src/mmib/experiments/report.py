@@ -276,7 +276,8 @@ def tsne_section(w: _Writer, groups: dict[str, list[RunRecord]], prefix: str, sa
             names = list(task.label_names)
         else:
             colour, names = y.astype(np.int64), list(getattr(task, "label_names", ()) or ()) or None
-        panels.append((f"{model} ({rec.label})", pts, colour, task.kind, names))
+        panels.append((rec.label if rec.label.startswith(model) else f"{model}, {rec.label}", pts, colour, task.kind,
+                       names))
     if not panels and not notes:
         return
     w.add(f"{heading} t-SNE of learned representations", "")
@@ -406,5 +407,7 @@ def report(
 
 def command_line() -> str:
     """The command line that invoked this process, for the report's header."""
+    import shlex
+
     args = sys.argv[1:]
-    return "mmib " + " ".join(args) if args else "mmib report"
+    return "mmib " + shlex.join(args) if args else "mmib report"
