@@ -116,7 +116,9 @@ def make_sim_anomaly(
         y=y,
         task=TaskSpec("anomaly"),
         splits=splits,
-        ground_truth=GroundTruth(slices=base.ground_truth.slices, relevant=()),
+        # "relevant" = the parts in which anomalies differ from normal samples
+        ground_truth=GroundTruth(slices=base.ground_truth.slices,
+                                 relevant=("a0", "b0") if mode == "mismatch" else ("a0", "a1", "a2")),
         meta={"generator": "make_sim_anomaly", "mode": mode, "variant": variant, "seed": seed,
               "anomaly_fraction": anomaly_fraction, "anomaly_scale": anomaly_scale},
     )
