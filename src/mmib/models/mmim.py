@@ -109,6 +109,21 @@ class FusionMLP(nn.Module):
 class MMIM(MultimodalModel):
     @dataclass
     class Options(EncoderOptions):
+        """MMIM options (defaults: Table 3, CMU-MOSI column, where it gives one).
+
+        ``hidden``: width of every ``h_m`` (and of the encoders); ``fusion_hidden``/``fusion_dropout``: the
+        fusion MLP; ``anchor``: the modality that predicts the others (default ``text``, else the first);
+        ``pairs``: ``anchor`` or ``all``; ``alpha``/``beta``: weights of L_CPC and L_BA; ``lr_lld``: stage-1
+        learning rate; ``lr_main``: stage-2 learning rate (None: the run's ``lr``); ``grad_clip``: clip
+        norm of both stages unless the run sets ``clip_grad``; ``ba``/``cpc``: the two MI terms;
+        ``gmm``: a mixture over polarity classes (or classes) instead of one Gaussian;
+        ``memory_batches``: past batches kept for the covariances (0: none); ``target_project``: width of
+        the fixed tanh map of the BA target as a fraction of ``hidden`` (None: no map); ``cov_shrinkage``,
+        ``cov_eps``: covariance regularisation (``cov_eps`` is also the BA smoothing variance);
+        ``min_component_samples``: fewer samples leave a component out; ``predictor_hidden``: hidden
+        width of q (None: the target width); ``cpc_hidden``: hidden width of G (0: linear, as the reference).
+        """
+
         hidden: int = 32
         fusion_hidden: int = 128
         fusion_dropout: float = 0.1
