@@ -194,6 +194,7 @@ class OMIB(MultimodalModel):
         # Per-epoch accumulators of r (reset every epoch, so not saved).
         self.register_buffer("_r_sum", torch.zeros(m - 1), persistent=False)
         self.register_buffer("_r_count", torch.zeros(()), persistent=False)
+        self._beta_checked = False
 
     # ------------------------------------------------------------------ parts
     def omf_modules(self) -> list[nn.Module]:
@@ -292,7 +293,10 @@ class OMIB(MultimodalModel):
                 weighted = weighted + r[j] * kls[n]
             for n in self.names:
                 terms[f"kl_{n}"] = kls[n]
-            total = total + self.current_beta() * weighted
+            if not self._beta_checked:
+                self.current_beta()  # raises while beta is unset
+                self._beta_checked = True
+            total = total + self.beta_value * weighted  # a tensor: no device sync per batch
         return Objective(total, terms)
 
     @torch.no_grad()
@@ -343,6 +347,7 @@ class OMIB(MultimodalModel):
                                 seed=context.config.seed)
         bounds = beta_bounds(context.dataset, "train", settings, self.names, device=context.device)
         g = torch.Generator().manual_seed(context.config.seed + 104729)
+        self._beta_checked = False
         self.beta_lower.fill_(bounds.lower)
         self.beta_upper.fill_(bounds.upper)
         self.beta_value.fill_(bounds.draw(g, o.beta_quantile))
