@@ -502,12 +502,12 @@ def prepare(
         trials = trials if sampler == "grid" else 20
     if trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {trials}")
-    out.mkdir(parents=True, exist_ok=True)
     setup = SweepSetup(model=model, base=base.to_dict(), params=[s.text for s in specs], trials=trials, monitor=monitor,
                        direction=direction, storage=storage or default_storage(out), study=study or out.resolve().name,
                        out=str(out.resolve()), sampler=sampler, pruner=pruner, prune_warmup=prune_warmup,
                        seed=sampler_seed, workers=workers)
     validate(setup, dataset)
+    out.mkdir(parents=True, exist_ok=True)
     return setup, dataset
 
 
