@@ -110,3 +110,15 @@ def test_report_command_and_errors(inputs, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["report", str(empty), "-o", str(out)]) == 2
+
+
+def test_metric_vs_params_draws_numeric_categorical_and_paper_points(tmp_path):
+    trials = [{"state": "COMPLETE", "value": 0.9 - 0.01 * i, "params": {"beta": b, "fusion": f},
+               "user_attrs": {"test": {"mae": 0.8 + 0.01 * i}}}
+              for i, (b, f) in enumerate([(1e-4, "concat"), (1e-2, "tensor"), (1.0, "concat")])]
+    trials.append({"state": "PRUNED", "value": 2.0, "params": {"beta": 0.5, "fusion": "tensor"}, "user_attrs": {}})
+    (curve,) = papers.curves_for("mosi", "beta", "mae")
+    paper = {"beta": [(x, y, "MIB Table IX") for x, y in curve["xy"] if x > 0]}
+    path = plots.metric_vs_params([("beta", True, False), ("fusion", False, True)], trials, "mae",
+                                  tmp_path / "p.png", "beta curve", paper)
+    assert path.is_file() and path.stat().st_size > 1000
