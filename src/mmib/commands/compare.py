@@ -13,7 +13,8 @@ DESCRIPTION = (
     "Train every model for every seed (J processes at once), write all runs under one directory "
     "(OUT/MODEL/seedS), and print mean +- std of every metric with the best marked and a paired t-test "
     "of each model against the best. Rerunning skips finished runs and resumes interrupted ones. "
-    "Writes compare.md, compare.csv, compare.tex, runs.csv and efficiency.csv into OUT."
+    "Writes compare.md, compare.csv, compare.tex, runs.csv and efficiency.csv into OUT. "
+    "Exit status 1 when a run failed (the tables then cover the runs that finished)."
 )
 ORDER = 30
 
