@@ -169,6 +169,7 @@ def run_trainer(model, ds, precision: str = "fp32", epochs: int = 1) -> dict[str
 
     marks: list[tuple[str, float, float]] = []  # (stage, time, rss)
     ends: list[float] = []
+    peaks: list[float] = []
     epoch_rows: list[dict] = []
     objective, on_epoch_end = model.objective, model.on_epoch_end
 
@@ -178,6 +179,7 @@ def run_trainer(model, ds, precision: str = "fp32", epochs: int = 1) -> dict[str
 
     def timed_epoch_end(epoch, phase):
         ends.append(time.perf_counter())
+        peaks.append(peak_mb())  # before the epoch's evaluation and best-weights copy
         return on_epoch_end(epoch, phase)
 
     model.objective, model.on_epoch_end = timed_objective, timed_epoch_end
@@ -204,7 +206,7 @@ def run_trainer(model, ds, precision: str = "fp32", epochs: int = 1) -> dict[str
             stage_times[s].append(s_end - marks[i + k][1])
     rss_after = {k: marks[starts[k]][2] for k in (10, 20, 30, 40) if k < n_first_epoch}
     return {"steps": step_times, "stages": stage_times, "rss_after": rss_after,
-            "epoch_seconds": [r["seconds"] for r in epoch_rows]}
+            "epoch_seconds": [r["seconds"] for r in epoch_rows], "peak_steps_mb": peaks[0]}
 
 
 def build(model_name: str, path: Path, ds, text_options: dict[str, Any], **options: Any):
@@ -283,6 +285,7 @@ def child(name: str, args: argparse.Namespace) -> dict[str, Any]:
     r["rss_built_mb"] = rss_mb()
     t = run_trainer(model, ds, precision, epochs)
     r["peak_mb"] = peak_mb()
+    r["peak_steps_mb"] = t["peak_steps_mb"]
     steady = t["steps"][args.warmup:] or t["steps"]
     r.update({"step": med(steady), "step_all": t["steps"], "rss_after": t["rss_after"],
               "stages": {s: med(v[args.warmup:] or v) for s, v in t["stages"].items()},
@@ -332,7 +335,8 @@ def summary(res: dict[str, dict[str, Any]], args: argparse.Namespace) -> list[st
             continue
         lines.append(f"== (b) {label}")
         stages = ", ".join(f"{s} {fmt_s(v)}" for s, v in r["stages"].items())
-        lines.append(f"   step {fmt_s(r['step'])} ({stages}); peak RSS {r['peak_mb'] / GIB:.2f} GiB")
+        during = f" (during the steps {r['peak_steps_mb'] / GIB:.2f} GiB)" if "peak_steps_mb" in r else ""
+        lines.append(f"   step {fmt_s(r['step'])} ({stages}); peak RSS {r['peak_mb'] / GIB:.2f} GiB{during}")
         ra = r["rss_after"]
         if 10 in ra and args.steps in ra:
             growth = ra[args.steps] / ra[10] - 1
@@ -377,7 +381,7 @@ def main() -> None:
     p.add_argument("--only", choices=CONFIGS, help="run one configuration in this process (what the parent spawns)")
     p.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations to run")
     p.add_argument("--steps", type=int, default=40, help="model steps measured (RSS after 10 and after this many)")
-    p.add_argument("--text-steps", type=int, default=5, help="timed steps of the text encoder alone")
+    p.add_argument("--text-steps", type=int, default=8, help="timed steps of the text encoder alone")
     p.add_argument("--paired-steps", type=int, default=3)
     p.add_argument("--bf16-steps", type=int, default=10, help="steps of c-mib-bf16 and last2")
     p.add_argument("--warmup", type=int, default=2, help="steps left out of medians")

@@ -357,6 +357,8 @@ class Trainer:
                         val = v.detach().float() * n
                         totals[key] = totals[key] + val if key in totals else val
             count += n
+        for stage in phase.stages:  # the last step's gradients are not needed through evaluation and saving
+            optimizers[(phase.name, stage.name)].zero_grad(set_to_none=True)
         if len(phase.stages) > 1 or not covers_all:
             for p in trainable:
                 p.requires_grad_(True)
