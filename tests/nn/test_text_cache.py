@@ -193,3 +193,13 @@ def test_frozen_option_through_set(tiny_bert, tmp_path):
     assert not any(p.requires_grad for p in enc.backbone.parameters())
     assert res.results["trainable_params"] < res.results["params"]
     assert not any(Path(tmp_path / "run").glob("**/values.npy"))
+
+
+def test_cache_under_bf16_autocast(tiny_bert):
+    enc = HFTextEncoder(tiny_bert, 8, trainable=False)
+    tokens, index = _tokens(4), torch.arange(4)
+    with feature_caches(enc, 4) as caches, torch.autocast("cpu", dtype=torch.bfloat16):
+        first = enc(tokens, index=index)  # computed in bf16, stored as float32
+        second = enc(tokens, index=index)
+    assert caches[0].hits == 4 and first.dtype == second.dtype == torch.bfloat16
+    torch.testing.assert_close(first, second)
