@@ -186,3 +186,14 @@ def test_svdd_separates_sim_anomaly():
     assert "center_omf" in model.state_dict() and "center_trb" in model.state_dict()
     scores = model(ds.take(ds.splits["test"])).prediction
     assert scores.shape == (ds.split_size("test"),) and bool((scores >= 0).all())
+
+
+def test_detach_xi_controls_whether_trb_losses_reach_the_omf_block(tiny_sim):
+    batch = batch_of(tiny_sim, 32)
+    for detach, reaches in ((True, False), (False, True)):
+        torch.manual_seed(0)
+        model = build_model("omib", tiny_sim.spec, beta=1e-3, detach_xi=detach, **SMALL)
+        obj = model.objective(batch, "main", "main")
+        trb = obj.terms["trb_x1"] + obj.terms["trb_x2"]
+        grads = torch.autograd.grad(trb, list(model.fuse_out.parameters()), allow_unused=True)
+        assert any(g is not None and float(g.abs().sum()) > 0 for g in grads) == reaches
