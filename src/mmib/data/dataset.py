@@ -306,17 +306,24 @@ class MultimodalDataset:
         if self.ids is not None and len(self.ids) != n:
             raise DataError(f"{src}: {len(self.ids)} ids for {n} samples")
         for name, x in self.features.items():
-            bad = ~torch.isfinite(x)
-            if bad.any():
-                n_nan = int(torch.isnan(x).sum())
-                n_inf = int(bad.sum()) - n_nan
+            # In row chunks: torch.isfinite on a whole tensor allocates float temporaries as large
+            # as the tensor, which would hold a large dataset twice at its peak.
+            n_nan = n_inf = 0
+            for start in range(0, x.shape[0], 65536):
+                part = x[start : start + 65536]
+                bad = ~torch.isfinite(part)
+                if bad.any():
+                    nan = int(torch.isnan(part).sum())
+                    n_nan, n_inf = n_nan + nan, n_inf + int(bad.sum()) - nan
+                    if replace_nonfinite:
+                        part.masked_fill_(bad, 0.0)
+            if n_nan or n_inf:
                 if not replace_nonfinite:
                     raise DataError(
                         f"{src}: modality {name!r} has {n_nan} NaN and {n_inf} inf values "
                         "(pass replace_nonfinite=True / --set data.replace_nonfinite=true to replace them with 0)"
                     )
                 warnings.warn(f"{src}: replaced {n_nan} NaN and {n_inf} inf values in {name!r} with 0", stacklevel=3)
-                x.masked_fill_(bad, 0.0)
         if self.y.is_floating_point() and not torch.isfinite(self.y).all():
             raise DataError(f"{src}: y has {int((~torch.isfinite(self.y)).sum())} NaN/inf values")
         for split, idx in self.splits.items():
