@@ -9,7 +9,7 @@ from mmib.data import load_dataset
 from mmib.data.dataset import Batch, DatasetSpec, ModalitySpec, TaskSpec
 from mmib.errors import ConfigError
 from mmib.models import build_model
-from mmib.models.omib import OMIB, dynamic_weights, prediction_divergence
+from mmib.models.omib import ANOMALY_BETA, dynamic_weights, prediction_divergence
 from mmib.train.engine import Trainer
 
 SMALL = {"hidden": 32, "latent": 8, "vae_hidden": 32, "head_hidden": 32, "heads": 2}
@@ -178,10 +178,12 @@ def test_svdd_separates_sim_anomaly():
     assert int(ds.y[ds.splits["train"]].sum()) == 0 and int(ds.y[ds.splits["test"]].sum()) > 0
     result = train(model="omib", dataset=ds, epochs=6, progress=False, patience=6,
                    model_options={"hidden": 64, "latent": 16, "vae_hidden": 64, "head_hidden": 64, "svdd_dim": 16,
-                                  "beta": 1e-3, "warmup_epochs": 1, "dropout": 0.0})
+                                  "warmup_epochs": 1, "dropout": 0.0})
     assert result.monitor == "auc"
     assert result.test["auc"] >= 0.9
     model = result.model
+    assert float(model.beta_value) == pytest.approx(ANOMALY_BETA)  # the anomaly default, not the MINE bound
+    assert float(model.scale_omf) > 0 and model.scale_trb.shape == (2,)
     assert model.center_omf.shape == (16,) and float(model.center_omf.abs().min()) >= 0.1 - 1e-6
     assert "center_omf" in model.state_dict() and "center_trb" in model.state_dict()
     scores = model(ds.take(ds.splits["test"])).prediction

@@ -44,7 +44,15 @@ Design choices the paper leaves open:
   at the main phase with ``xi``; the OMF head at the main phase), stored in
   buffers; the loss is the squared distance to the centre over normal samples
   (weight decay, ``--set weight_decay=...``, is the paper's regulariser), and the
-  anomaly score is the OMF head's squared distance.
+  anomaly score is the OMF head's squared distance. Distances are divided by the
+  normal samples' mean squared distance when the centre was fixed (a buffer), so
+  the one-class loss starts at 1 whatever the embedding scale. The default beta
+  of the anomaly task is 1e-4, not a draw from the MINE bound: the bound is
+  derived for a likelihood loss, and here the KL term and the one-class loss are
+  both minimised by a constant representation. With a beta from the bound
+  (about 0.05 on SIM) the representation collapsed within one or two main
+  epochs in our runs, and the test AUC varied from 0.6 to 1.0 across seeds
+  (docs/results/omib.md).
 
 Ablations (paper Table 6) are options: ``warmup_epochs=0`` (no warm-up),
 ``fusion=concat`` (no cross-attention: concatenation and a linear map),
@@ -74,6 +82,8 @@ from mmib.nn.bottleneck import VariationalBottleneck
 FUSIONS = ("attention", "concat")
 _KL_EPS = 1e-8
 _R_MARGIN = 1e-6
+#: Default beta for the anomaly task (see the module docstring: the MINE bound does not apply there).
+ANOMALY_BETA = 1e-4
 
 
 def dynamic_weights(divergences: Tensor) -> Tensor:
@@ -127,7 +137,7 @@ class OMIB(MultimodalModel):
         heads: int = 4  # attention heads of the fusion
         head_hidden: int = 128  # hidden layer of the TRB and OMF heads
         warmup_epochs: int = 5  # 0: ablation "without warm-up"
-        beta: float | None = None  # None: drawn from [M_l, M_u] estimated by MINE on the training split
+        beta: float | None = None  # None: drawn from [M_l, M_u] (MINE, training split); anomaly task: 1e-4
         beta_quantile: float | None = None  # None: uniform draw; q in [0, 1]: M_l + q (M_u - M_l)
         fusion: str = "attention"  # "concat": ablation "without cross-attention"
         omf: bool = True  # False: ablation "without the OMF block"
@@ -157,7 +167,7 @@ class OMIB(MultimodalModel):
             raise ConfigError(f"omib: beta must be a finite number >= 0, got {o.beta}")
         if o.beta_quantile is not None and not 0.0 <= o.beta_quantile <= 1.0:
             raise ConfigError(f"omib: beta_quantile must lie in [0, 1], got {o.beta_quantile}")
-        if o.omf and o.beta is None and m > 3:
+        if o.omf and o.beta is None and m > 3 and spec.task.kind != "anomaly":
             raise ConfigError(
                 f"omib: the beta bound is derived for 2 or 3 modalities, the data have {m}; set beta (--set beta=...)"
             )
@@ -195,6 +205,10 @@ class OMIB(MultimodalModel):
         self.register_buffer("beta_upper", torch.tensor(nan))
         self.register_buffer("center_omf", torch.zeros(out_dim if self.anomaly else 0))
         self.register_buffer("center_trb", torch.zeros(m, out_dim if self.anomaly else 0))
+        # Mean squared distance of the normal training samples to each centre when it was fixed: SVDD
+        # distances are divided by it, so the one-class loss starts at 1 whatever the embedding scale.
+        self.register_buffer("scale_omf", torch.ones(()))
+        self.register_buffer("scale_trb", torch.ones(m))
         # Per-epoch accumulators of r (reset every epoch, so not saved).
         self.register_buffer("_r_sum", torch.zeros(m - 1), persistent=False)
         self.register_buffer("_r_count", torch.zeros(()), persistent=False)
@@ -230,15 +244,15 @@ class OMIB(MultimodalModel):
             kls[n], zetas[n] = b.kl, b.z
         return self.fuse([zetas[n] for n in self.names]), kls, zetas
 
-    def _svdd_score(self, raw: Tensor, center: Tensor) -> Tensor:
-        return (raw - center).pow(2).sum(-1)
+    def _svdd_score(self, raw: Tensor, center: Tensor, scale: Tensor) -> Tensor:
+        return (raw - center).pow(2).sum(-1) / scale
 
-    def _head_prediction(self, raw: Tensor, center: Tensor) -> Tensor:
-        return self._svdd_score(raw, center) if self.anomaly else head_output(self.task, raw)
+    def _head_prediction(self, raw: Tensor, center: Tensor, scale: Tensor) -> Tensor:
+        return self._svdd_score(raw, center, scale) if self.anomaly else head_output(self.task, raw)
 
-    def _loss(self, raw: Tensor, batch: Batch, center: Tensor) -> Tensor:
+    def _loss(self, raw: Tensor, batch: Batch, center: Tensor, scale: Tensor) -> Tensor:
         if self.anomaly:
-            dist = self._svdd_score(raw, center)
+            dist = self._svdd_score(raw, center, scale)
             if batch.y is None:
                 return dist.mean()
             w = (batch.y == 0).to(dist.dtype)  # one-class: only normal samples pull towards the centre
@@ -258,7 +272,7 @@ class OMIB(MultimodalModel):
     def forward(self, batch: Batch) -> ModelOutput:
         z = self.encoders(batch)
         xi, _, zetas = self._omf_pass(z)
-        prediction = self._head_prediction(self.omf_head(xi), self.center_omf)
+        prediction = self._head_prediction(self.omf_head(xi), self.center_omf, self.scale_omf)
         reps = {f"z_{n}": z[n] for n in self.names}
         reps.update({f"zeta_{n}": v for n, v in zetas.items()})
         return ModelOutput(prediction, xi, reps)
@@ -272,7 +286,8 @@ class OMIB(MultimodalModel):
             total = None
             for i, n in enumerate(self.names):
                 noise = torch.randn(z[n].shape[0], k, device=z[n].device, dtype=z[n].dtype)
-                loss = self._loss(self.trb_heads[n](torch.cat([z[n], noise], -1)), batch, self.center_trb[i])
+                loss = self._loss(self.trb_heads[n](torch.cat([z[n], noise], -1)), batch, self.center_trb[i],
+                                  self.scale_trb[i])
                 terms[f"trb_{n}"] = loss
                 total = loss if total is None else total + loss
             assert total is not None
@@ -280,13 +295,13 @@ class OMIB(MultimodalModel):
 
         xi, kls, _ = self._omf_pass(z)
         raw = self.omf_head(xi)
-        omf_task = self._loss(raw, batch, self.center_omf)
+        omf_task = self._loss(raw, batch, self.center_omf, self.scale_omf)
         terms["omf_task"] = omf_task
         side = xi.detach() if self.options.detach_xi else xi
         trb_raw = {n: self.trb_heads[n](torch.cat([z[n], side], -1)) for n in self.names}
         trb_total = None
         for i, n in enumerate(self.names):
-            loss = self._loss(trb_raw[n], batch, self.center_trb[i])
+            loss = self._loss(trb_raw[n], batch, self.center_trb[i], self.scale_trb[i])
             terms[f"trb_{n}"] = loss
             trb_total = loss if trb_total is None else trb_total + loss
         assert trb_total is not None
@@ -312,8 +327,9 @@ class OMIB(MultimodalModel):
         else:
             kind = self.task.kind
             if self.anomaly:  # compare the heads' anomaly scores
-                ref = self._svdd_score(raw, self.center_omf)
-                heads = [self._svdd_score(trb_raw[n], self.center_trb[i]) for i, n in enumerate(self.names)]
+                ref = self._svdd_score(raw, self.center_omf, self.scale_omf)
+                heads = [self._svdd_score(trb_raw[n], self.center_trb[i], self.scale_trb[i])
+                         for i, n in enumerate(self.names)]
             else:
                 ref = raw if kind != "regression" else raw.squeeze(-1)
                 heads = [trb_raw[n] if kind != "regression" else trb_raw[n].squeeze(-1) for n in self.names]
@@ -339,7 +355,10 @@ class OMIB(MultimodalModel):
     def on_phase_start(self, phase: str, context: FitContext) -> None:
         """Main phase: draw beta from the MINE bound if not given. Anomaly: fix the SVDD centres."""
         if phase == "main" and self.options.omf and self.options.beta is None and math.isnan(float(self.beta_value)):
-            self.set_beta_from_bound(context)
+            if self.anomaly:
+                self.beta_value.fill_(ANOMALY_BETA)
+            else:
+                self.set_beta_from_bound(context)
         if self.anomaly:
             self.fix_centers(phase, context)
 
@@ -359,36 +378,54 @@ class OMIB(MultimodalModel):
 
     @torch.no_grad()
     def fix_centers(self, phase: str, context: FitContext, batch_size: int = 1024, eps: float = 0.1) -> None:
-        """Deep SVDD centres: mean head embeddings over the normal training samples (Ruff et al.)."""
+        """Deep SVDD centres: mean head embeddings over the normal training samples (Ruff et al.),
+        coordinates nudged away from 0; and each head's mean squared distance to its centre (the scale)."""
         ds = context.dataset
         train = ds.splits["train"]
         normal = train[ds.y.index_select(0, train) == 0]
         if normal.numel() == 0:
             raise ConfigError(f"{ds.name}: the training split has no normal samples (y == 0) to fix the SVDD centre")
+        heads = [n for n in self.names] + ([] if phase == "warmup" else ["_omf"])
+        sums: dict[str, Tensor] = {}
+        squares: dict[str, Tensor] = {}
         was_training = self.training
         self.eval()
-        sums_trb = torch.zeros_like(self.center_trb)
-        sum_omf = torch.zeros_like(self.center_omf)
         for start in range(0, normal.numel(), batch_size):
             batch = ds.take(normal[start : start + batch_size]).to(context.device)
             z = self.encoders(batch)
+            out: dict[str, Tensor] = {}
             if phase == "warmup":
-                side = {n: torch.randn(z[n].shape[0], self.options.latent, device=z[n].device) for n in self.names}
+                for n in self.names:
+                    noise = torch.randn(z[n].shape[0], self.options.latent, device=z[n].device)
+                    out[n] = self.trb_heads[n](torch.cat([z[n], noise], -1))
             else:
                 xi, _, _ = self._omf_pass(z)
-                sum_omf += self.omf_head(xi).sum(0)
-                side = {n: xi for n in self.names}
-            for i, n in enumerate(self.names):
-                sums_trb[i] += self.trb_heads[n](torch.cat([z[n], side[n]], -1)).sum(0)
+                out["_omf"] = self.omf_head(xi)
+                for n in self.names:
+                    out[n] = self.trb_heads[n](torch.cat([z[n], xi], -1))
+            for h in heads:
+                e = out[h].double()
+                sums[h] = sums[h] + e.sum(0) if h in sums else e.sum(0)
+                squares[h] = squares[h] + e.pow(2).sum() if h in squares else e.pow(2).sum()
         self.train(was_training)
+        count = float(normal.numel())
 
         def nudge(c: Tensor) -> Tensor:  # keep coordinates away from 0 (a trivial solution), as Ruff et al. do
             small = c.abs() < eps
             return torch.where(small & (c < 0), torch.full_like(c, -eps), torch.where(small, torch.full_like(c, eps), c))
 
-        self.center_trb.copy_(nudge(sums_trb / normal.numel()))
-        if phase != "warmup":
-            self.center_omf.copy_(nudge(sum_omf / normal.numel()))
+        for h in heads:
+            mean = sums[h] / count
+            center = nudge(mean)
+            # E||e - c||^2 = E||e||^2 - 2 c.E[e] + ||c||^2
+            scale = (squares[h] / count - 2 * (center * mean).sum() + center.pow(2).sum()).clamp_min(1e-12)
+            if h == "_omf":
+                self.center_omf.copy_(center)
+                self.scale_omf.copy_(scale)
+            else:
+                i = self.names.index(h)
+                self.center_trb[i].copy_(center)
+                self.scale_trb[i].copy_(scale)
 
     def on_epoch_end(self, epoch: int, phase: str) -> dict[str, float]:
         """Log beta (and its bounds when drawn) and the epoch mean of every ``r_j``."""
