@@ -17,15 +17,6 @@ SMALL = {"hidden": 16, "fusion_dim": 16, "unimodal_dim": 8, "z_dim": 8, "unimoda
          "head_hidden": 16, "cross_dim": 8, "cross_layers": 1, "attn_heads": 2, "cross_hidden": 8}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small recurrent models run fastest on one thread (and do not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _batch(dims, n=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     return Batch({m: torch.randn(n, d, generator=g) for m, d in dims.items()}, {}, torch.randn(n, generator=g),

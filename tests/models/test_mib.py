@@ -13,13 +13,6 @@ from mmib.nn.fusion import FUSIONS, product_of_experts
 VARIANTS = ["e-mib", "l-mib", "c-mib", "b-mib"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is as fast, and two threads spin badly on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 SMALL = {"ib_hidden": 64, "hidden": 64, "z_dim": 16}
 
 

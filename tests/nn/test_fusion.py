@@ -10,15 +10,6 @@ from mmib.nn.fusion import (
 DIRECT = [f for f in FUSIONS if f != "poe"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is as fast, and two threads spin badly on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _inputs(k: int, d: int = 4, b: int = 5, seed: int = 0) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return [torch.randn(b, d, generator=g) for _ in range(k)]

@@ -7,15 +7,6 @@ from mmib.errors import ConfigError
 from mmib.nn.gated import GatedCrossModalTransformer, SequenceEncoder, group_means, readout
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small recurrent layers run fastest on one thread (and do not fight other processes for cores)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _pair(b=6, la=7, lb=5, d=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     ma, mb = torch.randn(b, la, d, generator=g), torch.randn(b, lb, d, generator=g)

@@ -15,15 +15,6 @@ from mmib.nn.text import HFTextEncoder  # noqa: E402
 VOCAB, L = 40, 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: one thread is as fast, and two threads spin badly on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory):
     """A randomly initialised 2-layer BERT saved to a local directory (no download)."""

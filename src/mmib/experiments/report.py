@@ -322,7 +322,7 @@ def _demote(md: str) -> list[str]:
 
 
 def sweep_section(w: _Writer, src: Source, prefix: str) -> None:
-    from mmib.experiments.sweep import ParamSpec, SweepSetup, render_markdown
+    from mmib.experiments.sweep import SweepSetup, render_markdown
 
     setup = SweepSetup(**src.sweep)  # type: ignore[arg-type]
     done = [t for t in src.trials if t["state"] == "COMPLETE" and t["value"] is not None]
