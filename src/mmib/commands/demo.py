@@ -30,6 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", help="comma-separated subset of: " + ", ".join(DEMO_MODELS))
     p.add_argument("--epochs", type=int, default=20, help="epochs per model (default 20)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per model (default 1)")
     p.add_argument("--out", default="runs/demo", help="where the runs are written (default runs/demo)")
 
 
@@ -42,7 +43,9 @@ def run(args: argparse.Namespace) -> int:
     unknown = [m for m in names if m not in DEMO_MODELS]
     if unknown:
         raise ConfigError(f"--models: not in the demo: {', '.join(unknown)} (choose from {', '.join(DEMO_MODELS)})")
-    base = make_config(data=args.data, seed=args.seed, epochs=args.epochs, progress=False, patience=5)
+    # one intra-op thread: these models are small, and two threads thrash when anything else runs
+    base = make_config(data=args.data, seed=args.seed, epochs=args.epochs, progress=False, patience=5,
+                       threads=args.threads)
     dataset = dataset_from_config(base.data)
     print(dataset.summary())
     rows = []
