@@ -187,14 +187,15 @@ def test_sweep_resumes_after_interruption_without_repeating_finished_trials(tmp_
 def test_sweep_killed_mid_trial_resumes_and_reruns_only_the_killed_trial(tmp_path, tiny_data, tiny_sets):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "mmib", "sweep", "-m", "late", "-d", "sim-msa", "--out", str(out), "--trials", "3",
-           "--epochs", "8", "--sampler", "random", "--pruner", "none", "--set", "threads=1", "--set", "patience=20",
+           "--epochs", "150", "--sampler", "random", "--pruner", "none", "--set", "threads=1", "--set", "patience=1000",
            *(f"--param={p}" for p in PARAMS), *(f"--set=data.{k}={v}" for k, v in tiny_data.items()),
            *(f"--set={s}" for s in tiny_sets)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path)
+    # 150 epochs keep trial 1 running for a second or more even on a fast machine: the kill lands mid-trial
     second = out / "trials" / "0001" / "metrics.jsonl"
     deadline = time.time() + 240
     while not (second.is_file() and second.read_text().strip()) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+        time.sleep(0.02)
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up: trial 1 stays RUNNING in the study
     proc.wait()

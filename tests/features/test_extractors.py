@@ -94,6 +94,17 @@ def test_mesh_geometry_known_values():
     assert g["smile"] == pytest.approx(0.05)
 
 
+def test_opencv_without_haar_cascades_is_a_clear_error(monkeypatch):
+    import sys
+    import types
+
+    from mmib.features.vision import HaarFaces
+
+    monkeypatch.setitem(sys.modules, "cv2", types.SimpleNamespace(__version__="5.0.0"))  # OpenCV 5 without contrib
+    with pytest.raises(ConfigError, match=r"OpenCV 5.0.0 has no Haar cascades.*opencv-python-headless<5"):
+        HaarFaces()
+
+
 def test_haar_finds_the_drawn_face_and_not_blank_frames():
     from mmib.features.synthetic import blank_frames, face_frames
     from mmib.features.vision import OPENCV_FEATURES, HaarFaces

@@ -147,6 +147,9 @@ class HaarFaces:
 
     def __init__(self) -> None:
         cv2 = self._cv2 = _cv2()
+        if not hasattr(cv2, "CascadeClassifier"):  # OpenCV 5 moved the Haar cascades to opencv-contrib
+            raise ConfigError(f"OpenCV {cv2.__version__} has no Haar cascades (OpenCV 5 moved them to contrib): "
+                              "install 'opencv-python-headless<5' or use --vision mediapipe")
         root = Path(cv2.data.haarcascades)
         self._cascades = {}
         for key, name in (("face", "haarcascade_frontalface_default.xml"), ("eye", "haarcascade_eye.xml"),
