@@ -14,22 +14,9 @@ from mmib.train.engine import Trainer, predict
 
 transformers = pytest.importorskip("transformers")
 
-from mmib.nn.text import HFTextEncoder  # noqa: E402
+from tiny_bert_config import VOCAB, L
 
-VOCAB, L = 40, 10
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A randomly initialised 2-layer BERT saved to a local directory (no download)."""
-    cfg = transformers.BertConfig(
-        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        max_position_embeddings=32, type_vocab_size=2,
-    )
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("tiny_bert_cache")
-    transformers.BertModel(cfg).save_pretrained(path)
-    return path
+from mmib.nn.text import HFTextEncoder
 
 
 def _tokens(n: int, seed: int = 0) -> torch.Tensor:
