@@ -15,6 +15,12 @@ cached in ``docs/results/mib_runs.jsonl``, so an interrupted script resumes wher
 it stopped; ``--fresh`` starts over. Runs use one thread (``--set threads=1``).
 
     nohup .venv/bin/python scripts/mib_results.py > mib_results.log 2>&1 &
+
+On two free cores, two shards halve the wall time (then ``--only-doc`` writes the document):
+
+    rm -f docs/results/mib_runs.jsonl
+    for k in 0 1; do .venv/bin/python scripts/mib_results.py --shard $k/2 > mib_results.$k.log 2>&1 & done; wait
+    .venv/bin/python scripts/mib_results.py --only-doc
 """
 
 from __future__ import annotations
@@ -125,14 +131,14 @@ def load_cache() -> Results:
     return res
 
 
-def run_all(specs: list[RunSpec], res: Results) -> None:
+def run_all(specs: list[RunSpec], res: Results, shard: tuple[int, int] = (0, 1)) -> None:
     import torch
 
     from mmib.api import dataset_from_config, make_config, train
 
     torch.set_num_threads(1)
     datasets = {}
-    todo = [s for s in specs if s.key not in res.rows]
+    todo = [s for s in specs if s.key not in res.rows][shard[0]::shard[1]]
     print(f"{len(specs)} runs planned, {len(todo)} to do", flush=True)
     for i, spec in enumerate(todo, 1):
         name, data_opts = DATASETS[spec.data]
@@ -485,13 +491,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--fresh", action="store_true", help="discard cached runs and retrain everything")
     p.add_argument("--only-doc", action="store_true", help="write the document from cached runs without training")
+    p.add_argument("--shard", default="0/1", metavar="K/N",
+                   help="train only every N-th missing run starting at K (N processes share the cache file); "
+                        "write the document afterwards with --only-doc")
     args = p.parse_args()
+    try:
+        k, n = (int(x) for x in args.shard.split("/"))
+        if not 0 <= k < n:
+            raise ValueError
+    except ValueError:
+        p.error(f"--shard {args.shard!r}: expected K/N with 0 <= K < N, e.g. 0/2")
+    if args.fresh and n > 1:
+        p.error("--fresh with --shard would let each shard delete the others' runs: delete the cache file first")
     if args.fresh and CACHE.exists():
         CACHE.unlink()
     res = load_cache()
     start = time.perf_counter()
     if not args.only_doc:
-        run_all(plan(), res)
+        run_all(plan(), res, (k, n))
+        if n > 1:
+            print(f"shard {k}/{n} done; when every shard is, write the document with --only-doc", flush=True)
+            return
     elapsed = sum(r.get("seconds", 0.0) for r in res.rows.values()) if args.only_doc else time.perf_counter() - start
     write_doc(res, max(elapsed, sum(r.get("seconds", 0.0) for r in res.rows.values())))
 
