@@ -226,3 +226,18 @@ def test_bad_training_options(tiny_sim):
         Trainer(model, tiny_sim, TrainConfig(monitor="r2"))
     with pytest.raises(ConfigError, match="fp16 needs a CUDA"):
         Trainer(model, tiny_sim, TrainConfig(precision="fp16", epochs=1, progress=False)).fit()
+
+
+def test_best_weights_are_copied_into_the_previous_copy():
+    from mmib.train.engine import _copy_state
+
+    model = nn.Linear(3, 2)
+    first = _copy_state(model.state_dict(), None)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    second = _copy_state(model.state_dict(), first)
+    assert second["weight"].data_ptr() == first["weight"].data_ptr()  # no second copy held at once
+    assert torch.equal(second["weight"], model.weight) and second["weight"].data_ptr() != model.weight.data_ptr()
+    other = nn.Linear(3, 4).state_dict()  # another shape: a fresh copy
+    third = _copy_state(other, second)
+    assert third["weight"].shape == (4, 3) and third["weight"].data_ptr() != second["weight"].data_ptr()

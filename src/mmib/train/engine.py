@@ -170,6 +170,21 @@ class _State:
     history: list[dict] = field(default_factory=list)
 
 
+def _copy_state(state: dict[str, Tensor], previous: dict[str, Tensor] | None) -> dict[str, Tensor]:
+    """A detached copy of ``state``, written into ``previous``'s tensors where names and shapes match,
+    so that keeping the best weights never holds two copies of a large model at once."""
+    if previous is None or previous.keys() != state.keys():
+        return {k: v.detach().clone() for k, v in state.items()}
+    out = {}
+    for k, v in state.items():
+        old = previous[k]
+        if old.shape == v.shape and old.dtype == v.dtype and old.device == v.device:
+            out[k] = old.copy_(v.detach())
+        else:
+            out[k] = v.detach().clone()
+    return out
+
+
 class Trainer:
     """Train ``model`` on ``dataset`` under ``config``; optionally write ``run_dir``.
 
@@ -437,7 +452,7 @@ class Trainer:
             rundir.atomic_torch_save(self.run_dir / rundir.MODEL, self._model_payload(model.state_dict(), epoch))
             self._best_state = None
         else:
-            self._best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self._best_state = _copy_state(model.state_dict(), self._best_state)
 
     def _save_checkpoint(
         self, model: MultimodalModel, state: _State, generator: torch.Generator, optimizers: dict, scaler: Any
