@@ -22,6 +22,7 @@ from mmib.data.registry import load_dataset
 from mmib.errors import DataError, RunError
 from mmib.models.base import MultimodalModel
 from mmib.models.registry import build_model
+from mmib.models.registry import model_options as model_option_values
 from mmib.train import rundir
 from mmib.train.engine import FitResult, Predictions, Trainer, seed_everything
 from mmib.train.engine import evaluate as _evaluate
@@ -63,7 +64,10 @@ def make_config(
     if data_path is not None:
         cfg.data = dataclasses.replace(cfg.data, path=str(data_path))
     sets = [f"train.{k}={_yaml_value(v)}" for k, v in train_options.items()]
-    return apply_overrides(cfg, sets + list(overrides or []))
+    cfg = apply_overrides(cfg, sets + list(overrides or []))
+    if cfg.model.name:  # an unknown model or option fails here, before any data is loaded or generated
+        model_option_values(cfg.model.name, cfg.model.options)
+    return cfg
 
 
 def _yaml_value(v: Any) -> str:
