@@ -24,7 +24,6 @@ cache, ``--fresh`` starts over.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import statistics
 import subprocess
@@ -33,6 +32,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from run_cache import append_run, read_runs, run_key
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "mcer.md"
@@ -83,7 +84,7 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        return json.dumps([self.data, self.model, [list(o) for o in self.options], self.seed])
+        return run_key(self.data, self.model, self.options, self.seed)
 
     def overrides(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.options]
@@ -123,13 +124,7 @@ def plan() -> list[RunSpec]:
 
 
 def load_cache() -> Results:
-    res = Results()
-    if CACHE.is_file():
-        for line in CACHE.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                res.rows[row["key"]] = row
-    return res
+    return Results(read_runs(CACHE))
 
 
 def run_all(specs: list[RunSpec], res: Results) -> None:
@@ -162,8 +157,7 @@ def run_all(specs: list[RunSpec], res: Results) -> None:
                "seconds_per_epoch": result.results.get("seconds_per_epoch"),
                "label_summary": best.get("model", {}), "label_rows": labels}
         res.rows[spec.key] = row
-        with CACHE.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_run(CACHE, row)
         print(f"[{i}/{len(todo)}] {spec.command()}  -> mae {result.test['mae']:.4f} corr {result.test['corr']:.4f} "
               f"(best epoch {result.best_epoch}, {row['seconds']:.0f} s)", flush=True)
 

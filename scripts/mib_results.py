@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from run_cache import append_run, read_runs, run_key
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "results" / "mib.md"
 CACHE = ROOT / "docs" / "results" / "mib_runs.jsonl"
@@ -69,7 +71,7 @@ class RunSpec:
 
     @property
     def key(self) -> str:
-        return json.dumps([self.data, self.model, list(self.options), self.seed])
+        return run_key(self.data, self.model, self.options, self.seed)
 
     def overrides(self) -> list[str]:
         return [f"{k}={v}" for k, v in self.options]
@@ -122,13 +124,7 @@ def plan() -> list[RunSpec]:
 
 
 def load_cache() -> Results:
-    res = Results()
-    if CACHE.is_file():
-        for line in CACHE.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                res.rows[row["key"]] = row
-    return res
+    return Results(read_runs(CACHE))
 
 
 def run_all(specs: list[RunSpec], res: Results, shard: tuple[int, int] = (0, 1)) -> None:
@@ -153,8 +149,7 @@ def run_all(specs: list[RunSpec], res: Results, shard: tuple[int, int] = (0, 1))
                "epochs_run": result.results.get("epochs_run"), "params": result.results.get("params"),
                "seconds": time.perf_counter() - start, "last_train": result.history[-1]["train"]}
         res.rows[spec.key] = row
-        with CACHE.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_run(CACHE, row)
         print(f"[{i}/{len(todo)}] {spec.command()}  -> {json.dumps({k: round(v, 4) for k, v in result.test.items()})} "
               f"({row['seconds']:.0f} s)", flush=True)
 
@@ -307,7 +302,12 @@ def linear_references() -> str:
 
 
 def params_section() -> str:
-    from mmib.models.complexity import MOSI_DIMS, count_parameters, overhead, spec_from_dims
+    from mmib.models.complexity import (
+        MOSI_DIMS,
+        count_parameters,
+        overhead,
+        spec_from_dims,
+    )
 
     names = ["concat", "b-mib", "e-mib", "l-mib", "c-mib"]
     out = []

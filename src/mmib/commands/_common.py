@@ -14,15 +14,16 @@ def add_data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--data-path", help="file (or folder) the dataset is read from")
 
 
-def add_run_args(p: argparse.ArgumentParser) -> None:
-    """Options every training command shares (train, compare, sweep)."""
+def add_run_args(p: argparse.ArgumentParser, quiet: bool = True) -> None:
+    """Options every training command shares (train, compare, sweep); ``quiet`` adds ``-q``."""
     p.add_argument("--seed", type=int, help="training seed (data seed: --set data.seed=S)")
     p.add_argument("--epochs", type=int, help="epochs of the main phase")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value: train.X, data.X, model.X or a bare key (repeatable)")
     p.add_argument("--config", help="YAML run config to start from")
     p.add_argument("--device", help="cpu or cuda")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    if quiet:
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def run_config_from_args(args: argparse.Namespace, model: str | None) -> RunConfig:

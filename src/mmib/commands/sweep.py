@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmib.commands._common import add_data_args
+from mmib.commands._common import add_data_args, add_run_args
 
 COMMAND = "sweep"
 HELP = "search hyper-parameters with Optuna (pruning, SQLite/PostgreSQL storage, several workers)"
@@ -35,12 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Optuna pruner (default median)")
     p.add_argument("--prune-warmup", type=int, default=2, help="epochs before a trial may be pruned (default 2)")
     p.add_argument("--sampler-seed", type=int, default=0, help="seed of the sampler (default 0)")
-    p.add_argument("--seed", type=int, help="training seed of every trial")
-    p.add_argument("--epochs", type=int, help="epochs of the main phase")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="fixed config override for every trial (repeatable)")
-    p.add_argument("--config", help="YAML run config to start from")
-    p.add_argument("--device", help="cpu or cuda")
+    add_run_args(p, quiet=False)  # the same for every trial; trials run without progress bars
 
 
 def run(args: argparse.Namespace) -> int:

@@ -54,6 +54,14 @@ def save(fig: Any, path: str | Path, colors: int = 128) -> Path:
     return p
 
 
+def finish_panels(fig: Any, axes: Sequence[Any], used: int, title: str, path: str | Path) -> Path:
+    """Hide the grid's unused panels (those after the first ``used``), title the figure and save it."""
+    for ax in axes[used:]:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    return save(fig, path)
+
+
 def _grid(n: int, cols: int = 4) -> tuple[int, int]:
     cols = max(1, min(cols, n))
     return math.ceil(n / cols), cols
@@ -111,12 +119,9 @@ def training_curves(runs: Sequence[tuple[str, Sequence[dict[str, Any]], int | No
         ax.xaxis.set_major_locator(_integer_ticks())
         ax.tick_params(labelsize=7)
         ax.set_xlabel("epoch", fontsize=7)
-    for ax in axes[len(keys):]:
-        ax.axis("off")
     if len(runs) > 1 and keys:
         axes[0].legend(fontsize=6)
-    fig.suptitle(title, fontsize=9)
-    return save(fig, path)
+    return finish_panels(fig, axes, len(keys), title, path)
 
 
 def kl_terms(history: Sequence[dict[str, Any]]) -> dict[str, str]:
@@ -155,10 +160,7 @@ def kl_per_modality(groups: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]
         ax.set_ylabel("KL (nats)", fontsize=7)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    for ax in axes[len(groups):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    return save(fig, path)
+    return finish_panels(fig, axes, len(groups), title, path)
 
 
 def metric_vs_params(
@@ -204,10 +206,7 @@ def metric_vs_params(
         ax.set_ylabel(metric, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
-    for ax in axes[len(params):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    return save(fig, path)
+    return finish_panels(fig, axes, len(params), title, path)
 
 
 def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str, list[str] | None]], path: Path, title: str) -> Path:
@@ -228,7 +227,4 @@ def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str, list[st
         ax.set_title(label, fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-    for ax in axes[len(panels):]:
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    return save(fig, path)
+    return finish_panels(fig, axes, len(panels), title, path)
