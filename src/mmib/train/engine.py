@@ -170,6 +170,22 @@ class _State:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class _Run:
+    """A run between :meth:`Trainer._start` and :meth:`Trainer._finish`."""
+
+    model: MultimodalModel
+    plan: list[Phase]
+    optimizers: dict[tuple[str, str], torch.optim.Optimizer]
+    scaler: Any
+    state: _State
+    generator: torch.Generator
+    context: FitContext
+    original_flags: dict[int, bool]
+    anomaly: contextlib.AbstractContextManager
+    progress: Any = None
+
+
 def _copy_state(state: dict[str, Tensor], previous: dict[str, Tensor] | None) -> dict[str, Tensor]:
     """A detached copy of ``state``, written into ``previous``'s tensors where names and shapes match,
     so that keeping the best weights never holds two copies of a large model at once."""
@@ -276,6 +292,30 @@ class Trainer:
             return self._fit(resume)
 
     def _fit(self, resume: bool) -> FitResult:
+        run = self._start(resume)
+        model, state = run.model, run.state
+        try:
+            with run.anomaly:
+                for pi, phase in enumerate(run.plan):
+                    if pi < state.phase_index:
+                        continue
+                    n_epochs = self.phase_epochs(phase)
+                    if state.phase_epoch == 0 and n_epochs > 0:
+                        model.on_phase_start(phase.name, run.context)
+                    while state.phase_epoch < n_epochs and not state.stopped:
+                        self._epoch(model, phase, run.optimizers, run.scaler, run.generator, state, run.original_flags)
+                        state.phase_epoch += 1
+                        state.epoch += 1
+                        self._after_epoch(model, phase, state, run.generator, run.optimizers, run.scaler, run.progress)
+                    state.phase_index, state.phase_epoch, state.stopped = pi + 1, 0, False
+        finally:
+            self._stop(run)
+        return self._finish(model, state)
+
+    def _start(self, resume: bool, progress: bool = True) -> _Run:
+        """Everything before the first epoch: threads, seeds, the plan and its optimizers, the run
+        directory (or the checkpoint to resume from) and ``on_fit_start``. The ensemble engine
+        (:mod:`mmib.train.ensemble`) starts each member's run with this too."""
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(int(cfg.threads))
@@ -298,27 +338,20 @@ class Trainer:
         model.on_fit_start(ctx)
         original_flags = {id(p): p.requires_grad for p in model.parameters()}
         anomaly = torch.autograd.detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
-        progress = self._progress(plan)
-        try:
-            with anomaly:
-                for pi, phase in enumerate(plan):
-                    if pi < state.phase_index:
-                        continue
-                    n_epochs = phase.epochs if phase.epochs is not None else cfg.epochs
-                    if state.phase_epoch == 0 and n_epochs > 0:
-                        model.on_phase_start(phase.name, ctx)
-                    while state.phase_epoch < n_epochs and not state.stopped:
-                        self._epoch(model, phase, optimizers, scaler, generator, state, original_flags)
-                        state.phase_epoch += 1
-                        state.epoch += 1
-                        self._after_epoch(model, phase, state, generator, optimizers, scaler, progress)
-                    state.phase_index, state.phase_epoch, state.stopped = pi + 1, 0, False
-        finally:
-            for p in model.parameters():
-                p.requires_grad_(original_flags.get(id(p), True))
-            if progress is not None:
-                progress.close()
-        return self._finish(model, state)
+        return _Run(model, plan, optimizers, scaler, state, generator, ctx, original_flags, anomaly,
+                    self._progress(plan) if progress else None)
+
+    @staticmethod
+    def _stop(run: _Run) -> None:
+        """Undo what training changed on the model (requires_grad flags); close the progress bar."""
+        for p in run.model.parameters():
+            p.requires_grad_(run.original_flags.get(id(p), True))
+        if run.progress is not None:
+            run.progress.close()
+
+    def phase_epochs(self, phase: Phase) -> int:
+        """Epochs ``phase`` runs: its own count, or ``TrainConfig.epochs`` for an open-ended phase."""
+        return phase.epochs if phase.epochs is not None else self.config.epochs
 
     def _progress(self, plan: list[Phase]) -> Any:
         if not self.config.progress:
@@ -377,6 +410,12 @@ class Trainer:
         if len(phase.stages) > 1 or not covers_all:
             for p in trainable:
                 p.requires_grad_(True)
+        self._record_epoch(phase, state, totals, count, time.perf_counter() - start)
+
+    @staticmethod
+    def _record_epoch(phase: Phase, state: _State, totals: dict[str, Tensor], count: int, seconds: float) -> None:
+        """Close a training epoch: mean loss terms per sample (``totals`` hold sums of term x batch
+        size), the divergence check, the epoch's metrics.jsonl row and its seconds."""
         train_terms = {k: float(v) / max(count, 1) for k, v in totals.items()}
         bad = [k for k, v in train_terms.items() if not math.isfinite(v)]
         if bad:
@@ -384,9 +423,8 @@ class Trainer:
                 f"training diverged in epoch {state.epoch + 1} ({phase.name}): non-finite {', '.join(bad)}; "
                 "try a smaller lr, gradient clipping (--set clip_grad=1.0) or --set detect_anomaly=true"
             )
-        state.train_seconds += time.perf_counter() - start
-        state.history.append({"epoch": state.epoch + 1, "phase": phase.name, "seconds": time.perf_counter() - start,
-                              "train": train_terms})
+        state.train_seconds += seconds
+        state.history.append({"epoch": state.epoch + 1, "phase": phase.name, "seconds": seconds, "train": train_terms})
 
     @staticmethod
     def _set_trainable(params: list[nn.Parameter], ids: set[int]) -> None:
@@ -395,15 +433,18 @@ class Trainer:
 
     def _after_epoch(
         self, model: MultimodalModel, phase: Phase, state: _State, generator: torch.Generator, optimizers: dict,
-        scaler: Any, progress: Any,
+        scaler: Any, progress: Any, valid: dict[str, float] | None = None,
     ) -> None:
+        """Validation, model selection and early stopping, metrics.jsonl, the checkpoint, the callback.
+        ``valid``: this epoch's validation metrics when the caller computed them already."""
         cfg = self.config
         row = state.history[-1]
         extra = model.on_epoch_end(state.epoch, phase.name)
         if extra:
             row["model"] = {k: float(v) for k, v in extra.items()}
         if self.has_valid:
-            row["valid"] = evaluate(model, self.dataset, "valid", cfg.eval_batch_size, self.device, cfg.precision)
+            row["valid"] = valid if valid is not None else evaluate(
+                model, self.dataset, "valid", cfg.eval_batch_size, self.device, cfg.precision)
         if phase.selects_best:
             value = row["valid"].get(self.monitor) if self.has_valid else None
             if self.has_valid and value is None:
