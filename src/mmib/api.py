@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmib.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_overrides, load_config
+from mmib.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_overrides, dump_config, load_config
 from mmib.data.dataset import Batch, DatasetSpec, MultimodalDataset, Standardizer
 from mmib.data.registry import load_dataset
-from mmib.errors import DataError, RunError
+from mmib.errors import ConfigError, DataError, RunError
 from mmib.models.base import MultimodalModel
 from mmib.models.registry import build_model
 from mmib.models.registry import model_options as model_option_values
@@ -104,6 +104,77 @@ def train(
     seed_everything(cfg.train.seed)  # the initial weights depend on the training seed alone
     net = build_model(cfg.model.name, ds.spec, **cfg.model.options)
     return Trainer(net, ds, cfg.train, out, cfg, epoch_callback=epoch_callback).fit(resume=resume)
+
+
+def train_together(
+    configs: Sequence[RunConfig | None],
+    outs: Sequence[str | Path | None] | None = None,
+    *,
+    resume: bool | Sequence[bool] = False,
+    datasets: Sequence[MultimodalDataset | None] | None = None,
+    epoch_callbacks: Sequence[Callable[[int, dict[str, Any]], None] | None] | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[FitResult | Exception]:
+    """Train several runs of one network in this process, as one vectorised ensemble when they
+    can be (:mod:`mmib.train.ensemble`), else one at a time; ``log`` gets one line saying which.
+
+    ``configs[i]`` is run i's full config (None when resuming: read from ``outs[i]``); runs may
+    differ in their training seed, data seed (datasets of equal shapes), the training options of
+    :data:`~mmib.train.ensemble.PER_MEMBER_TRAIN_OPTIONS` and the model's ``ensemble_options``.
+    ``datasets[i]``: run i's dataset if already loaded (runs with equal data configs otherwise
+    share one load). Each run writes its ordinary run directory ``outs[i]`` (or none) and gets
+    its own ``epoch_callbacks[i]``. Returns per run its :class:`FitResult` or the exception that
+    ended it (``KeyboardInterrupt`` propagates; every run stays resumable).
+    """
+    from mmib.train.ensemble import Member, model_unsupported, train_members
+
+    k = len(configs)
+    outs = list(outs) if outs is not None else [None] * k
+    flags = [bool(resume)] * k if isinstance(resume, bool) else [bool(r) for r in resume]
+    callbacks = list(epoch_callbacks) if epoch_callbacks is not None else [None] * k
+    given = list(datasets) if datasets is not None else [None] * k
+    if not (len(outs) == len(flags) == len(callbacks) == len(given) == k):
+        raise ConfigError("train_together: configs, outs, resume, datasets and epoch_callbacks differ in length")
+    cfgs: list[RunConfig] = []
+    for cfg, out, again in zip(configs, outs, flags):
+        if again:
+            if out is None:
+                raise RunError("resume needs the run directory (outs[i])")
+            cfg = load_config(Path(out) / rundir.CONFIG)
+        elif cfg is None:
+            raise ConfigError("train_together: a run without config must be resumed from its run directory")
+        cfgs.append(cfg)
+    loaded: dict[str, MultimodalDataset] = {}
+    sets: list[MultimodalDataset] = []
+    for cfg, ds in zip(cfgs, given):
+        if ds is None:
+            key = dump_config(RunConfig(data=cfg.data))
+            if key not in loaded:
+                loaded[key] = dataset_from_config(cfg.data)
+            ds = loaded[key]
+        sets.append(ds)
+
+    def build(i: int) -> MultimodalModel:
+        seed_everything(cfgs[i].train.seed)  # as train() does: the initial weights depend on the seed alone
+        return build_model(cfgs[i].model.name, sets[i].spec, **cfgs[i].model.options)
+
+    first = build(0)
+    reason = model_unsupported(first, cfgs[0].train) if k > 1 else "a single run"
+    if reason is not None:
+        if log and k > 1:
+            log(f"training {k} runs of {cfgs[0].model.name} one at a time: {reason}")
+        results: list[FitResult | Exception] = []
+        for i in range(k):
+            try:
+                net = first if i == 0 else build(i)
+                results.append(Trainer(net, sets[i], cfgs[i].train, outs[i], cfgs[i], callbacks[i]).fit(resume=flags[i]))
+            except Exception as exc:  # noqa: BLE001 - one failed run does not stop the others
+                results.append(exc)
+            first = None  # type: ignore[assignment]  # free it once trained
+        return results
+    members = [Member(first if i == 0 else build(i), sets[i], cfgs[i].train, outs[i], cfgs[i], callbacks[i], flags[i])
+               for i in range(k)]
+    return train_members(members, log)
 
 
 @dataclass
@@ -262,5 +333,5 @@ def predict_arrays(
 
 __all__ = [
     "Run", "TrainConfig", "build_model", "dataset_from_config", "evaluate", "load_dataset", "load_run",
-    "make_config", "predict", "predict_arrays", "train",
+    "make_config", "predict", "predict_arrays", "train", "train_together",
 ]

@@ -115,6 +115,14 @@ class MultimodalModel(nn.Module):
 
     registry_name: ClassVar[str] = ""
     Options: ClassVar[type] = object
+    #: Why this model cannot be trained as a vectorised ensemble of runs (:mod:`mmib.train.ensemble`),
+    #: or None when its modules and objective run under ``torch.func.vmap`` and it keeps no state
+    #: across batches (a memory, generated labels) that the engine cannot stack.
+    ensemble_unsupported: ClassVar[str | None] = None
+    #: Options that may differ between the members of one ensemble: ``objective`` reads them from
+    #: ``self.options`` on every call and uses them only in arithmetic, so a per-member number can
+    #: stand in for each (``beta`` of the MIB family). Every other option must agree.
+    ensemble_options: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, spec: DatasetSpec, options: Any) -> None:
         super().__init__()

@@ -114,6 +114,8 @@ def _pair_key(a: str, b: str) -> str:
     min_modalities=3,
 )
 class MCER(MultimodalModel):
+    ensemble_unsupported = "it generates unimodal labels from class centres it accumulates across batches and epochs"
+
     @dataclass
     class Options(EncoderOptions):
         """Widths: ``hidden`` (shared encoders' X_s), ``fusion_dim`` (F'_m), ``unimodal_dim`` (H_s),

@@ -50,6 +50,9 @@ class MIBModel(MultimodalModel):
     unimodal_ib: ClassVar[bool] = False
     #: bottleneck on the fused representation (E-MIB, C-MIB, B-MIB)
     fused_ib: ClassVar[bool] = True
+    #: beta is read by ``objective`` on every call and only multiplies KL terms: members of one
+    #: ensemble (:mod:`mmib.train.ensemble`) may each have their own
+    ensemble_options = ("beta",)
 
     @dataclass
     class Options(EncoderOptions):

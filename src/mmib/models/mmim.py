@@ -107,6 +107,8 @@ class FusionMLP(nn.Module):
     tasks=("regression", "binary", "multiclass", "multilabel"),
 )
 class MMIM(MultimodalModel):
+    ensemble_unsupported = "it keeps a memory of past batches' representations and takes two optimiser stages per batch"
+
     @dataclass
     class Options(EncoderOptions):
         """MMIM options (defaults: Table 3, CMU-MOSI column, where it gives one).

@@ -129,6 +129,8 @@ def _svdd_head(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
     min_modalities=2,
 )
 class OMIB(MultimodalModel):
+    ensemble_unsupported = "it has a warm-up phase and draws beta from a MINE bound and its weights r from running sums"
+
     @dataclass
     class Options(EncoderOptions):
         hidden: int = 256  # width of z_i (the paper's SIM encoders output 256)

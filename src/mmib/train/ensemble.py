@@ -1,0 +1,508 @@
+"""Runs trained together: K runs of one network as one vectorised ensemble in one process.
+
+Many small runs (seeds, data seeds, tuning trials) of a network of 0.1-1 M parameters spend
+most of their time on per-step and per-run overhead, not arithmetic. :class:`EnsembleTrainer`
+trains K such runs at once: their parameters are stacked into one tensor per parameter name
+(:func:`torch.func.stack_module_state` in spirit; here each member's own parameters are views
+of the stacked tensors, see below), and every training step is one
+``torch.func.vmap(functional_call(model.objective), randomness="different")`` over the members,
+each reading its own batch, with one backward pass over the sum of the members' losses (the
+gradient of a sum is each member's own gradient, exactly).
+
+What stays per member, exactly as :class:`~mmib.train.engine.Trainer` does it for a run alone
+(each member *is* a ``Trainer``; only the forward/backward of the training step is shared):
+
+* the initial weights (the caller builds each member's model after seeding it with its seed);
+* the data order (its own shuffle generator seeded with its seed, read through
+  :meth:`~mmib.data.dataset.MultimodalDataset.batches`; members may even have datasets of
+  their own, e.g. other data seeds, when the shapes agree);
+* the optimiser: each member keeps its own ``torch.optim`` optimizer over its own parameters
+  (so its own lr, weight decay, gradient clipping), stepped on its slice of the gradient;
+* validation after every epoch, the monitor, early stopping and patience, best-epoch saving
+  and restore, metrics.jsonl, results.json and checkpoint.pt through the Trainer's own methods,
+  so each member's run directory is an ordinary run directory; a member that stops leaves the
+  ensemble and no longer affects the others;
+* model options a model class declares per-member-able (``ensemble_options``: ``beta`` of the
+  MIB family) may differ between members.
+
+What differs from runs trained alone: the random draws inside the model (dropout masks, the
+bottleneck's noise) come from one generator for the whole ensemble, seeded from the members'
+seeds; every member gets its own draws (``randomness="different"``), but not the numbers its
+run alone would draw. Batched matrix products round differently from unbatched ones, so even
+without randomness a member matches its run alone to float rounding (about 1e-7 relative per
+step), not bit for bit. A member's ``seconds`` per epoch (and ``train_seconds``) is its share of
+the ensemble's epoch: the epoch's wall time divided by the members that trained in it.
+
+Storage: during an epoch each member's parameters and buffers are views of slices of the
+stacked tensors (so the member's optimizer updates the stacked tensors in place, without a
+copy); around the Trainer's bookkeeping each member gets tensors of its own again, so nothing
+it saves shares storage with the other members. Two-dimensional parameters are stacked
+transposed in memory, which is the layout the batched weight gradient comes in (no copy).
+
+Support (:func:`why_not_together`): one phase with one stage, fp32, no training hooks, no
+feature cache, the same parameter shapes, batch size, device and training-split size in every
+member, and a model class that does not declare ``ensemble_unsupported``; then a trial step on
+one batch under vmap decides (an LSTM over packed sequences fails there). Unsupported members
+train one at a time (:func:`train_members` says why in one line).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import re
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mmib.config import RunConfig, TrainConfig
+from mmib.data.dataset import Batch, MultimodalDataset
+from mmib.models.base import MultimodalModel, Phase, Stage
+from mmib.train.engine import FitResult, Trainer, _Run, seed_everything
+
+Log = Callable[[str], None]
+
+#: Training options that may differ between the members of one ensemble (each member's own
+#: Trainer and optimizer use them); every other option must agree.
+PER_MEMBER_TRAIN_OPTIONS = (
+    "seed", "lr", "text_lr", "weight_decay", "optimizer", "clip_grad", "patience", "epochs", "monitor",
+    "eval_batch_size", "progress", "checkpoint",
+)
+_HOOKS = ("on_fit_start", "on_phase_start", "on_epoch_end")
+#: PyTorch's warning when an operator has no vmap batching rule (vmap then loops over the members)
+_NO_BATCH_RULE = re.compile(r"batching rule for (\S+?)\.? ")
+
+
+@dataclass
+class Member:
+    """One run of an ensemble: what :class:`~mmib.train.engine.Trainer` takes for a run alone.
+
+    ``model`` must have been built right after ``seed_everything(config.seed)`` (as
+    :func:`mmib.api.train` does), so that its initial weights are those of the run alone.
+    """
+
+    model: MultimodalModel
+    dataset: MultimodalDataset
+    config: TrainConfig
+    run_dir: str | Path | None = None
+    run_config: RunConfig | None = None
+    epoch_callback: Callable[[int, dict[str, Any]], None] | None = None
+    resume: bool = False
+
+    def trainer(self) -> Trainer:
+        return Trainer(self.model, self.dataset, self.config, self.run_dir, self.run_config, self.epoch_callback)
+
+
+def ensemble_seed(seeds: Sequence[int]) -> int:
+    """The seed of an ensemble's shared generator (dropout, sampling): a hash of its members' seeds."""
+    digest = hashlib.blake2b(repr([int(s) for s in seeds]).encode(), digest_size=7).digest()
+    return int.from_bytes(digest, "big")
+
+
+# ----------------------------------------------------------------------------- support
+def model_unsupported(model: MultimodalModel, config: TrainConfig) -> str | None:
+    """Why ``model`` under ``config`` cannot be an ensemble member (a short reason), or None."""
+    name = model.registry_name or type(model).__name__
+    if model.ensemble_unsupported:
+        return f"{name}: {model.ensemble_unsupported}"
+    hooks = [h for h in _HOOKS if getattr(type(model), h) is not getattr(MultimodalModel, h)]
+    if hooks:
+        return f"{name}: it has training hooks ({', '.join(hooks)}) that act on one run's state"
+    if any(getattr(m, "uses_feature_cache", False) for m in model.modules()):
+        return f"{name}: a frozen text encoder with a per-run feature cache"
+    if config.precision != "fp32":
+        return f"precision {config.precision} (ensembles train in fp32)"
+    if config.detect_anomaly:
+        return "detect_anomaly is on"
+    plan = model.training_plan(config)
+    if len(plan) != 1 or len(plan[0].stages) != 1 or plan[0].epochs is not None:
+        return f"{name}: its training plan has {len(plan)} phase(s) / {sum(len(p.stages) for p in plan)} stage(s); " \
+               "ensembles train one open-ended phase with one stage"
+    return None
+
+
+def _options_differ(a: Any, b: Any, allowed: Sequence[str]) -> list[str]:
+    da, db = dataclasses.asdict(a), dataclasses.asdict(b)
+    return [k for k in da if k not in allowed and da[k] != db.get(k)]
+
+
+def why_not_together(members: Sequence[Member]) -> str | None:
+    """Why these members cannot train as one ensemble (one line), or None if they can (before the trial step)."""
+    if not members:
+        return "no members"
+    first = members[0]
+    for m in members:
+        reason = model_unsupported(m.model, m.config)
+        if reason:
+            return reason
+    ref_model, ref_cfg, ref_ds = first.model, first.config, first.dataset
+    shapes = {k: (tuple(v.shape), v.dtype) for k, v in ref_model.state_dict().items()}
+    for m in members[1:]:
+        if type(m.model) is not type(ref_model):
+            return f"members are different models ({ref_model.registry_name}, {m.model.registry_name})"
+        diff = _options_differ(ref_model.options, m.model.options, type(ref_model).ensemble_options)
+        if diff:
+            return f"model options differ between members ({', '.join(diff)})"
+        if {k: (tuple(v.shape), v.dtype) for k, v in m.model.state_dict().items()} != shapes:
+            return "members' parameters differ in shape"
+        diff = _options_differ(ref_cfg, m.config, PER_MEMBER_TRAIN_OPTIONS)
+        if diff:
+            return f"training options differ between members ({', '.join(diff)})"
+        if m.dataset.spec.to_dict() != ref_ds.spec.to_dict():
+            return "members' datasets have different modalities or tasks"
+        if m.dataset.split_size("train") != ref_ds.split_size("train"):
+            return "members' training splits differ in size"
+    seen: set[str] = set()
+    for m in members:
+        if m.run_dir is not None:
+            key = str(Path(m.run_dir).resolve())
+            if key in seen:
+                return f"two members write the same run directory {m.run_dir}"
+            seen.add(key)
+    return None
+
+
+# ----------------------------------------------------------------------------- stacking
+class _ObjectiveCall(nn.Module):
+    """``model.objective`` as a module call (what ``functional_call`` runs)."""
+
+    def __init__(self, model: MultimodalModel, phase: str, stage: str) -> None:
+        super().__init__()
+        self.model = model
+        self.phase, self.stage = phase, stage
+
+    def forward(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        obj = self.model.objective(batch, self.phase, self.stage)
+        return obj.total, obj.terms
+
+
+def _stacked_empty(t: Tensor, k: int) -> Tensor:
+    """An uninitialised ``(k, *t.shape)`` tensor; matrices are stored transposed per member, the
+    layout in which vmap's batched matrix products return their weight gradients."""
+    if t.dim() == 2:
+        return torch.empty(k, t.shape[1], t.shape[0], dtype=t.dtype, device=t.device).transpose(1, 2)
+    return torch.empty(k, *t.shape, dtype=t.dtype, device=t.device)
+
+
+class _Stack:
+    """The members' parameters and buffers as stacked tensors; each member's own tensors are
+    views of its slice while the stack is bound (:meth:`release` gives them storage of their own)."""
+
+    def __init__(self, models: Sequence[nn.Module], trained: set[str]) -> None:
+        self.models = list(models)
+        k = len(self.models)
+        self.params: dict[str, Tensor] = {}
+        self.buffers: dict[str, Tensor] = {}
+        #: per member: (its parameter, the stacked tensor) for the parameters it trains
+        self.pairs: list[list[tuple[nn.Parameter, Tensor]]] = [[] for _ in range(k)]
+        named = [dict(m.named_parameters()) for m in self.models]
+        for name, p0 in named[0].items():
+            stacked = _stacked_empty(p0.detach(), k)
+            with torch.no_grad():
+                for i in range(k):
+                    stacked[i].copy_(named[i][name])
+            stacked.requires_grad_(name in trained)
+            self.params[f"model.{name}"] = stacked
+            for i in range(k):
+                named[i][name].data = stacked.detach()[i]
+                if name in trained:
+                    self.pairs[i].append((named[i][name], stacked))
+        bufs = [dict(m.named_buffers()) for m in self.models]
+        for name, b0 in bufs[0].items():
+            stacked = torch.stack([b[name].detach() for b in bufs])
+            self.buffers[f"model.{name}"] = stacked
+            for i in range(k):
+                _set_tensor(self.models[i], name, stacked[i])
+
+    def grads_to_members(self) -> None:
+        """Give each member's parameters their slice of the stacked gradients (views, no copy)."""
+        for i, pairs in enumerate(self.pairs):
+            for p, stacked in pairs:
+                p.grad = None if stacked.grad is None else stacked.grad[i]
+
+    def zero_grad(self) -> None:
+        for t in self.params.values():
+            t.grad = None
+
+    def release(self) -> None:
+        """Give every member contiguous tensors of its own (same values); the stack is unusable after."""
+        for i, model in enumerate(self.models):
+            for p in model.parameters():
+                p.grad = None
+                p.data = p.data.clone(memory_format=torch.contiguous_format)
+            for name, b in list(model.named_buffers()):
+                _set_tensor(model, name, b.clone(memory_format=torch.contiguous_format))
+        self.models, self.pairs, self.params, self.buffers = [], [], {}, {}
+
+
+def _set_tensor(model: nn.Module, name: str, value: Tensor) -> None:
+    mod_name, _, attr = name.rpartition(".")
+    mod = model.get_submodule(mod_name) if mod_name else model
+    mod._buffers[attr] = value
+
+
+def _stack_batches(batches: Sequence[Batch]) -> dict[str, Any]:
+    """The members' batches as one pytree with a leading member dimension."""
+    first = batches[0]
+    n = len(first)
+    if any(len(b) != n for b in batches):
+        raise RuntimeError("members' batches differ in size")
+    return {
+        "features": {k: torch.stack([b.features[k] for b in batches]) for k in first.features},
+        "lengths": {k: torch.stack([b.lengths[k] for b in batches]) for k in first.lengths},
+        "y": torch.stack([b.y for b in batches]) if first.y is not None else None,
+        "index": torch.stack([b.index for b in batches]),
+        "extras": {k: torch.stack([b.extras[k] for b in batches]) for k in first.extras},
+    }
+
+
+class _Step:
+    """The vmapped training step of an ensemble over one phase and stage."""
+
+    def __init__(self, template: MultimodalModel, phase: str, stage: str) -> None:
+        self.template = template
+        self.call = _ObjectiveCall(template, phase, stage)
+        self.base_options = template.options
+
+        def loss(params: dict[str, Tensor], buffers: dict[str, Tensor], parts: dict[str, Any],
+                 option_values: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
+            batch = Batch(parts["features"], parts["lengths"], parts["y"], parts["index"], parts["extras"])
+            if option_values:
+                template.options = dataclasses.replace(self.base_options, **option_values)
+            try:
+                return torch.func.functional_call(self.call, (params, buffers), (batch,))
+            finally:
+                template.options = self.base_options
+
+        self.vmapped = torch.func.vmap(loss, randomness="different")
+
+    def __call__(self, stack: _Stack, parts: dict[str, Any], option_values: dict[str, Tensor]
+                 ) -> tuple[Tensor, dict[str, Tensor]]:
+        return self.vmapped(stack.params, stack.buffers, parts, option_values)
+
+
+def _option_values(models: Sequence[MultimodalModel], device: torch.device) -> dict[str, Tensor]:
+    """Per-member values of the declared per-member options that differ between members."""
+    out = {}
+    for name in type(models[0]).ensemble_options:
+        values = [getattr(m.options, name) for m in models]
+        if any(v != values[0] for v in values):
+            out[name] = torch.tensor([float(v) for v in values], dtype=torch.float32, device=device)
+    return out
+
+
+def _trained_names(model: MultimodalModel, stage: Stage) -> set[str]:
+    ids = {id(p) for p in stage.parameters() if p.requires_grad}
+    return {name for name, p in model.named_parameters() if id(p) in ids}
+
+
+def trial_step(members: Sequence[Member]) -> str | None:
+    """Run one vmapped forward and backward on the first training batch (on copies: nothing of the
+    members changes); the error as a one-line reason if it fails, else None."""
+    models = [copy.deepcopy(m.model) for m in members]
+    cfg = members[0].config
+    device = torch.device(cfg.device)
+    for m in models:
+        m.to(device).train()
+    plan = models[0].training_plan(cfg)
+    phase, stage = plan[0], plan[0].stages[0]
+    state = torch.get_rng_state()
+    cuda_state = torch.cuda.get_rng_state_all() if device.type == "cuda" else None
+    try:
+        stack = _Stack(models, _trained_names(models[0], stage))
+        step = _Step(copy.deepcopy(models[0]).train(), phase.name, stage.name)
+        batches = [m.dataset.take(m.dataset.splits["train"][: cfg.batch_size]).to(device) for m in members]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            total, _terms = step(stack, _stack_batches(batches), _option_values(models, device))
+            if total.shape != (len(members),):
+                return f"the objective's total has shape {tuple(total.shape)} per member; expected a scalar"
+            total.sum().backward()
+        slow = sorted({m.group(1) for w in caught if (m := _NO_BATCH_RULE.search(str(w.message)))})
+        if slow:
+            return (f"{members[0].model.registry_name} uses {', '.join(slow)}, which torch.func.vmap runs "
+                    "member by member (no batching rule)")
+    except Exception as exc:  # noqa: BLE001 - any failure under vmap means: train one at a time
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"{members[0].model.registry_name} does not run under torch.func.vmap ({type(exc).__name__}: {first[:100]})"
+    finally:
+        torch.set_rng_state(state)
+        if cuda_state is not None:
+            torch.cuda.set_rng_state_all(cuda_state)
+    return None
+
+
+# ----------------------------------------------------------------------------- training
+@dataclass
+class _Active:
+    index: int
+    member: Member
+    trainer: Trainer
+    run: _Run
+
+
+class EnsembleTrainer:
+    """Train ``members`` together; :meth:`fit` returns, per member, its
+    :class:`~mmib.train.engine.FitResult` or the exception that ended it (a pruned trial, a
+    diverged run). ``KeyboardInterrupt`` propagates; every member stays resumable.
+
+    Call :func:`why_not_together` and :func:`trial_step` first (or use :func:`train_members`)."""
+
+    def __init__(self, members: Sequence[Member]) -> None:
+        self.members = list(members)
+        self.device = torch.device(self.members[0].config.device)
+
+    def fit(self) -> list[FitResult | Exception]:
+        outcomes: list[FitResult | Exception | None] = [None] * len(self.members)
+        active: list[_Active] = []
+        resumed = False
+        for i, m in enumerate(self.members):
+            trainer = m.trainer()
+            try:
+                run = trainer._start(m.resume, progress=False)
+            except Exception as exc:  # noqa: BLE001 - this member fails, the others train
+                outcomes[i] = exc
+                continue
+            resumed = resumed or m.resume
+            active.append(_Active(i, m, trainer, run))
+        if not resumed:  # resumed members restored the shared generator from their checkpoints
+            seed_everything(ensemble_seed([m.config.seed for m in self.members]))
+        started = list(active)
+        try:
+            self._train(active, outcomes)
+        finally:
+            for a in started:
+                Trainer._stop(a.run)
+        return [o if o is not None else RuntimeError("member did not finish") for o in outcomes]
+
+    def _train(self, active: list[_Active], outcomes: list[FitResult | Exception | None]) -> None:
+        phase = active[0].run.plan[0] if active else None
+        for a in list(active):  # runs that had finished their phase when their checkpoint was written
+            if a.run.state.phase_index >= 1 or a.trainer.phase_epochs(phase) == 0:
+                active.remove(a)
+                self._finish(a, outcomes)
+        if not active:
+            return
+        assert phase is not None
+        stage = phase.stages[0]
+        template = copy.deepcopy(active[0].run.model).train()
+        step = _Step(template, phase.name, stage.name)
+        trained = _trained_names(active[0].run.model, active[0].run.plan[0].stages[0])
+        for a in active:
+            if a.run.state.phase_epoch == 0:
+                a.run.model.on_phase_start(phase.name, a.run.context)
+        while active:
+            for a, exc in self._epoch(active, phase, step, trained):
+                active.remove(a)
+                outcomes[a.index] = exc
+            for a in list(active):
+                a.run.state.phase_epoch += 1
+                a.run.state.epoch += 1
+                try:
+                    a.trainer._after_epoch(a.run.model, a.run.plan[0], a.run.state, a.run.generator,
+                                           a.run.optimizers, a.run.scaler, None)
+                except Exception as exc:  # noqa: BLE001 - a pruned trial, a bad monitor: this member ends
+                    outcomes[a.index] = exc
+                    active.remove(a)
+                    continue
+                st = a.run.state
+                if st.stopped or st.phase_epoch >= a.trainer.phase_epochs(a.run.plan[0]):
+                    active.remove(a)
+                    self._finish(a, outcomes)
+
+    def _finish(self, a: _Active, outcomes: list[FitResult | Exception | None]) -> None:
+        st = a.run.state
+        st.phase_index, st.phase_epoch, st.stopped = 1, 0, False
+        Trainer._stop(a.run)
+        try:
+            outcomes[a.index] = a.trainer._finish(a.run.model, st)
+        except Exception as exc:  # noqa: BLE001
+            outcomes[a.index] = exc
+
+    def _epoch(self, active: list[_Active], phase: Phase, step: _Step, trained: set[str]
+               ) -> list[tuple[_Active, Exception]]:
+        """One training epoch of every active member in lockstep; returns the members that failed
+        with the exception a run alone would have raised (:class:`~mmib.train.engine.TrainingDiverged`,
+        an error of its optimizer step)."""
+        key = (phase.name, phase.stages[0].name)
+        models = [a.run.model for a in active]
+        for m in models:
+            m.train()
+        option_values = _option_values(models, self.device)
+        stack = _Stack(models, trained)
+        totals: dict[str, Tensor] = {}
+        broken: dict[int, Exception] = {}
+        count = 0
+        start = time.perf_counter()
+        try:
+            iters: list[Iterator[Batch]] = [
+                a.member.dataset.batches("train", a.member.config.batch_size, shuffle=True, generator=a.run.generator)
+                for a in active
+            ]
+            for batches in zip(*iters):
+                n = len(batches[0])
+                parts = _stack_batches([b.to(self.device) for b in batches])
+                stack.zero_grad()
+                for a in active:
+                    a.run.optimizers[key].zero_grad(set_to_none=True)
+                total, terms = step(stack, parts, option_values)
+                total.sum().backward()
+                stack.grads_to_members()
+                for a in active:
+                    if a.index in broken:
+                        continue
+                    stage = a.run.plan[0].stages[0]
+                    clip = stage.clip_grad if stage.clip_grad is not None else a.member.config.clip_grad
+                    try:
+                        if clip:
+                            nn.utils.clip_grad_norm_(list(stage.parameters()), clip)
+                        a.run.optimizers[key].step()
+                    except Exception as exc:  # noqa: BLE001 - as a run alone would end; its slice idles
+                        broken[a.index] = exc
+                with torch.no_grad():
+                    for name, v in {"loss": total, **terms}.items():
+                        val = v.detach().float() * n
+                        totals[name] = totals[name] + val if name in totals else val
+                count += n
+            seconds = (time.perf_counter() - start) / len(active)
+        finally:
+            stack.release()
+        failed = []
+        for j, a in enumerate(active):
+            a.run.optimizers[key].zero_grad(set_to_none=True)
+            if a.index in broken:
+                failed.append((a, broken[a.index]))
+                continue
+            try:
+                Trainer._record_epoch(phase, a.run.state, {k: v[j] for k, v in totals.items()}, count, seconds)
+            except Exception as exc:  # noqa: BLE001 - TrainingDiverged
+                failed.append((a, exc))
+        return failed
+
+
+def train_members(members: Sequence[Member], log: Log | None = None) -> list[FitResult | Exception]:
+    """Train ``members`` as one ensemble when they can (:func:`why_not_together`, then
+    :func:`trial_step`), else one at a time with the ordinary Trainer; ``log`` gets one line
+    saying which. Returns, per member, its FitResult or the exception that ended it."""
+    reason = why_not_together(members) or trial_step(members)
+    if reason is None:
+        if log:
+            log(f"training {len(members)} runs of {members[0].model.registry_name} together "
+                "(one vectorised ensemble in this process)")
+        return EnsembleTrainer(members).fit()
+    if log:
+        log(f"training {len(members)} runs of {members[0].model.registry_name} one at a time: {reason}")
+    out: list[FitResult | Exception] = []
+    for m in members:
+        try:
+            out.append(m.trainer().fit(resume=m.resume))
+        except Exception as exc:  # noqa: BLE001 - one failed run does not stop the others
+            out.append(exc)
+    return out

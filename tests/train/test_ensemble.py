@@ -1,0 +1,248 @@
+"""Runs trained together (mmib.train.ensemble, mmib.api.train_together) against runs trained alone."""
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from mmib.api import load_run, make_config, train, train_together
+from mmib.api import evaluate as evaluate_run
+from mmib.errors import ConfigError
+from mmib.models import build_model
+from mmib.train import rundir
+from mmib.train.engine import TrainingDiverged, seed_everything
+from mmib.train.ensemble import Member, ensemble_seed, model_unsupported, trial_step, why_not_together
+
+#: Members match their runs alone to float rounding (batched vs unbatched matrix products):
+#: after a few epochs the weights differ by ~1e-7, test metrics by less than this.
+ROUNDING_TOL = 1e-4
+
+SMALL_MSA = {"n_train": 256, "n_valid": 64, "n_test": 128}
+#: test MAE of the training-label mean on sim-msa (n_train=640, n_test=256, data seed 0)
+MEAN_PREDICTOR_MAE = 1.62
+
+
+def _configs(model, seeds, *overrides, epochs=5, patience=2, data=None, **train_options):
+    return [
+        make_config(model, "sim-msa", data_options=dict(data or SMALL_MSA), overrides=[*overrides, f"train.seed={s}"],
+                    progress=False, epochs=epochs, patience=patience, batch_size=32, **train_options)
+        for s in seeds
+    ]
+
+
+def _alone(cfgs, tmp_path, tag="alone"):
+    return [train(config=c, out=tmp_path / f"{tag}{i}") for i, c in enumerate(cfgs)]
+
+
+def _files(path):
+    return sorted(p.name for p in path.iterdir() if not p.name.startswith("."))
+
+
+def test_members_match_their_runs_alone_without_randomness(tmp_path):
+    """concat without dropout is deterministic: each member follows its run alone to float rounding,
+    including its own early stop, and writes a run directory of the same form."""
+    cfgs = _configs("concat", [0, 1, 2], "model.dropout=0.0", epochs=8, patience=2)
+    lines = []
+    together = train_together(cfgs, [tmp_path / f"ens{i}" for i in range(3)], log=lines.append)
+    assert lines and "together" in lines[0]
+    alone = _alone(cfgs, tmp_path)
+    for i, (t, a) in enumerate(zip(together, alone)):
+        assert not isinstance(t, Exception), t
+        assert t.best_epoch == a.best_epoch and len(t.history) == len(a.history)
+        for k, v in a.test.items():
+            assert t.test[k] == pytest.approx(v, abs=ROUNDING_TOL), k
+        ens, ref = tmp_path / f"ens{i}", tmp_path / f"alone{i}"
+        assert _files(ens) == _files(ref) == sorted([rundir.CONFIG, rundir.METRICS, rundir.MODEL, rundir.RESULTS])
+        assert (ens / rundir.CONFIG).read_text() == (ref / rundir.CONFIG).read_text()
+        rows_t, rows_a = rundir.read_jsonl(ens / rundir.METRICS), rundir.read_jsonl(ref / rundir.METRICS)
+        assert [sorted(r) for r in rows_t] == [sorted(r) for r in rows_a]
+        assert [r["best_epoch"] for r in rows_t] == [r["best_epoch"] for r in rows_a]
+        for rt, ra in zip(rows_t, rows_a):
+            assert rt["train"]["loss"] == pytest.approx(ra["train"]["loss"], rel=1e-4)
+        res_t, res_a = rundir.read_json(ens / rundir.RESULTS), rundir.read_json(ref / rundir.RESULTS)
+        assert sorted(res_t) == sorted(res_a) and res_t["seed"] == i
+        reloaded = evaluate_run(load_run(ens))
+        assert reloaded["mae"] == pytest.approx(res_t["test"]["mae"], abs=1e-9)
+    # the members really are different runs
+    assert len({round(t.test["mae"], 6) for t in together}) == 3
+
+
+def test_initial_weights_are_those_of_the_runs_alone(tmp_path):
+    cfgs = _configs("e-mib", [3, 4], epochs=0)
+    together = train_together(cfgs, [tmp_path / "a", tmp_path / "b"])
+    for cfg, res in zip(cfgs, together):
+        seed_everything(cfg.train.seed)
+        ref = build_model("e-mib", res.model.spec, **cfg.model.options)
+        for (name, p), q in zip(ref.state_dict().items(), res.model.state_dict().values()):
+            assert torch.equal(p, q), name
+
+
+def test_members_stop_on_their_own_budgets_and_options(tmp_path):
+    """Per-member epochs, patience, lr and data seed: each member matches its run alone."""
+    cfgs = _configs("concat", [0, 1, 2], "model.dropout=0.0", epochs=6, patience=10)
+    cfgs[0].train.epochs = 2
+    cfgs[1].train.lr = 3e-3
+    cfgs[2].train.patience = 1
+    cfgs[2].data.seed = 5
+    together = train_together(cfgs, [tmp_path / f"ens{i}" for i in range(3)])
+    alone = _alone(cfgs, tmp_path)
+    assert len(together[0].history) == 2
+    for t, a in zip(together, alone):
+        assert len(t.history) == len(a.history) and t.best_epoch == a.best_epoch
+        assert t.test["mae"] == pytest.approx(a.test["mae"], abs=ROUNDING_TOL)
+
+
+def test_per_member_beta(tmp_path):
+    """E-MIB members with their own beta: each epoch's logged loss is task + beta_k * kl of that member."""
+    betas = [0.0, 1e-2, 1.0]
+    cfgs = _configs("e-mib", [0, 1, 2], epochs=2, patience=5)
+    for c, b in zip(cfgs, betas):
+        c.model.options["beta"] = b
+    assert why_not_together([Member(build_model("e-mib", _spec(), **c.model.options), None, c.train)  # type: ignore[arg-type]
+                             for c in cfgs[:1]]) is None
+    together = train_together(cfgs, [tmp_path / f"ens{i}" for i in range(3)])
+    for t, b in zip(together, betas):
+        for row in t.history:
+            tr = row["train"]
+            assert tr["loss"] == pytest.approx(tr["task"] + b * tr["kl"], rel=1e-5, abs=1e-6)
+    kls = [t.history[-1]["train"]["kl"] for t in together]
+    assert kls[2] < kls[0]  # beta = 1 squeezes the KL term the others leave alone
+
+
+def _spec():
+    from mmib.data.synthetic import make_sim_msa
+
+    return make_sim_msa(n_train=8, n_valid=2, n_test=2).spec
+
+
+def test_resuming_an_interrupted_ensemble_is_bit_identical(tmp_path):
+    """Interrupted after epoch 2 (every member checkpointed), resumed together: the same numbers as
+    an ensemble that ran through (dropout on: the shared generator is restored too)."""
+    cfgs = _configs("concat", [0, 1], epochs=4, patience=10)
+    full = train_together(cfgs, [tmp_path / "full0", tmp_path / "full1"])
+
+    def stop_after_2(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    outs = [tmp_path / "cut0", tmp_path / "cut1"]
+    with pytest.raises(KeyboardInterrupt):
+        train_together(cfgs, outs, epoch_callbacks=[None, stop_after_2])
+    assert all((o / rundir.CHECKPOINT).is_file() for o in outs)
+    resumed = train_together([None, None], outs, resume=True)
+    for f, r in zip(full, resumed):
+        assert r.test == f.test
+        assert [row["train"] for row in r.history] == [row["train"] for row in f.history]
+
+
+def test_a_member_resumes_alone(tmp_path):
+    cfgs = _configs("concat", [0, 1], epochs=4, patience=10)
+
+    def stop(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    outs = [tmp_path / "m0", tmp_path / "m1"]
+    with pytest.raises(KeyboardInterrupt):
+        train_together(cfgs, outs, epoch_callbacks=[None, stop])
+    result = train(out=outs[0], resume=True)
+    assert len(result.history) == 4 and (outs[0] / rundir.RESULTS).is_file()
+    assert not (outs[0] / rundir.CHECKPOINT).exists()
+
+
+def test_one_member_failing_leaves_the_others(tmp_path):
+    """A member whose callback raises (a pruned trial) or whose loss diverges ends alone; its
+    checkpoint stays, the others finish."""
+    cfgs = _configs("concat", [0, 1, 2, 3], "model.dropout=0.0", epochs=3, patience=10)
+    cfgs[2].train.lr = 1e20  # the loss becomes non-finite
+    cfgs[3].train.lr = 1e38  # the optimizer step itself fails (float overflow)
+
+    class Pruned(Exception):
+        pass
+
+    def prune(epoch, row):
+        if epoch == 1:
+            raise Pruned("pruned")
+
+    outs = [tmp_path / f"m{i}" for i in range(4)]
+    res = train_together(cfgs, outs, epoch_callbacks=[prune, None, None, None])
+    assert isinstance(res[0], Pruned) and (outs[0] / rundir.CHECKPOINT).is_file()
+    assert not isinstance(res[1], Exception) and len(res[1].history) == 3
+    assert res[1].test == pytest.approx(train(config=cfgs[1]).test, abs=ROUNDING_TOL)  # untouched by the others
+    assert isinstance(res[2], TrainingDiverged)
+    assert isinstance(res[3], RuntimeError) and "overflow" in str(res[3])
+
+
+def test_unsupported_models_fall_back_with_a_reason(tmp_path):
+    """MMIM declares why; an LSTM over packed sequences fails the vmap trial. Both train one at a time,
+    bit-identical to runs alone."""
+    cfgs = _configs("mmim", [0, 1], epochs=1)
+    assert "memory" in model_unsupported(build_model("mmim", _spec()), cfgs[0].train)
+    lines = []
+    res = train_together(cfgs, [tmp_path / "a", tmp_path / "b"], log=lines.append)
+    assert len(lines) == 1 and "one at a time" in lines[0] and "memory" in lines[0]
+    assert [r.test for r in res] == [a.test for a in _alone(cfgs, tmp_path)]
+
+    seq = _configs("concat", [0, 1], epochs=1, data={"n_train": 64, "n_valid": 16, "n_test": 16, "seq_len": 6})
+    assert build_model("concat", _seq_spec()).encoders.kinds["audio"] == "lstm"
+    lines = []
+    res = train_together(seq, [tmp_path / "s0", tmp_path / "s1"], log=lines.append)
+    assert "vmap" in lines[0] and "one at a time" in lines[0]
+    assert [r.test for r in res] == [a.test for a in _alone(seq, tmp_path, "seq")]
+
+
+def _seq_spec():
+    from mmib.data.synthetic import make_sim_msa
+
+    return make_sim_msa(n_train=8, n_valid=2, n_test=2, seq_len=4).spec
+
+
+def test_conv_encoders_on_sequences_run_together(tmp_path):
+    seq = _configs("c-mib", [0, 1], "model.encoder=conv1d", epochs=1,
+                   data={"n_train": 64, "n_valid": 16, "n_test": 16, "seq_len": 6})
+    lines = []
+    res = train_together(seq, [tmp_path / "s0", tmp_path / "s1"], log=lines.append)
+    assert "together" in lines[0] and all(not isinstance(r, Exception) for r in res)
+
+
+def test_why_not_together_names_the_difference(tiny_msa):
+    def member(model="concat", seed=0, out=None, **opts):
+        cfg = make_config(model, "sim-msa", progress=False, seed=seed, **opts)
+        return Member(build_model(model, tiny_msa.spec), tiny_msa, cfg.train, out)
+
+    assert why_not_together([member(seed=0), member(seed=1)]) is None
+    assert "batch_size" in why_not_together([member(), member(batch_size=16)])
+    assert "different models" in why_not_together([member(), member("late")])
+    assert "same run directory" in why_not_together([member(out="x"), member(out="x")])
+    a, b = member("e-mib"), member("e-mib")
+    b.model = build_model("e-mib", tiny_msa.spec, z_dim=8)
+    assert "z_dim" in why_not_together([a, b])
+    assert "precision" in model_unsupported(a.model, make_config("e-mib", "sim-msa", precision="bf16").train)
+    assert trial_step([member(seed=0), member(seed=1)]) is None
+
+
+def test_ensemble_seed_is_stable():
+    assert ensemble_seed([0, 1, 2]) == ensemble_seed((0, 1, 2)) != ensemble_seed([0, 1])
+    assert 0 <= ensemble_seed([7]) < 2**56
+
+
+def test_train_together_checks_its_arguments(tmp_path):
+    with pytest.raises(ConfigError, match="length"):
+        train_together(_configs("concat", [0, 1]), [tmp_path / "a"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["concat", "e-mib", "c-mib"])
+def test_stochastic_members_match_runs_alone_in_mean(tmp_path, model):
+    """With dropout and sampled bottlenecks a member draws other random numbers than its run alone:
+    over 5 seeds the mean test MAE agrees within noise (|difference| < 3 standard errors of the
+    paired differences, or 0.02 MAE when the runs barely differ)."""
+    seeds = range(5)
+    cfgs = _configs(model, seeds, epochs=12, patience=3, data={"n_train": 640, "n_valid": 128, "n_test": 256})
+    together = [r.test["mae"] for r in train_together(cfgs, [tmp_path / f"e{s}" for s in seeds])]
+    alone = [r.test["mae"] for r in _alone(cfgs, tmp_path)]
+    diffs = [t - a for t, a in zip(together, alone)]
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    assert abs(statistics.mean(diffs)) < max(3 * se, 0.02), (together, alone)
+    assert statistics.mean(together) < 0.8 * MEAN_PREDICTOR_MAE  # learned
