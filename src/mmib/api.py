@@ -114,9 +114,12 @@ def train_together(
     datasets: Sequence[MultimodalDataset | None] | None = None,
     epoch_callbacks: Sequence[Callable[[int, dict[str, Any]], None] | None] | None = None,
     log: Callable[[str], None] | None = None,
+    fallback: bool = True,
 ) -> list[FitResult | Exception]:
     """Train several runs of one network in this process, as one vectorised ensemble when they
     can be (:mod:`mmib.train.ensemble`), else one at a time; ``log`` gets one line saying which.
+    With ``fallback=False`` runs that cannot train together raise
+    :class:`~mmib.train.ensemble.EnsembleUnsupported` (saying why) before any training instead.
 
     ``configs[i]`` is run i's full config (None when resuming: read from ``outs[i]``); runs may
     differ in their training seed, data seed (datasets of equal shapes), the training options of
@@ -126,7 +129,7 @@ def train_together(
     its own ``epoch_callbacks[i]``. Returns per run its :class:`FitResult` or the exception that
     ended it (``KeyboardInterrupt`` propagates; every run stays resumable).
     """
-    from mmib.train.ensemble import Member, model_unsupported, train_members
+    from mmib.train.ensemble import EnsembleUnsupported, Member, model_unsupported, train_members
 
     k = len(configs)
     outs = list(outs) if outs is not None else [None] * k
@@ -160,6 +163,8 @@ def train_together(
 
     first = build(0)
     reason = model_unsupported(first, cfgs[0].train) if k > 1 else "a single run"
+    if reason is not None and k > 1 and not fallback:
+        raise EnsembleUnsupported(reason)
     if reason is not None:
         if log and k > 1:
             log(f"training {k} runs of {cfgs[0].model.name} one at a time: {reason}")
@@ -174,7 +179,7 @@ def train_together(
         return results
     members = [Member(first if i == 0 else build(i), sets[i], cfgs[i].train, outs[i], cfgs[i], callbacks[i], flags[i])
                for i in range(k)]
-    return train_members(members, log)
+    return train_members(members, log, fallback)
 
 
 @dataclass

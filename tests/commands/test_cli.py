@@ -102,3 +102,33 @@ def test_resume_from_the_cli(tmp_path, capsys):
     assert code == 0, err
     code, _, err = run_cli(capsys, "train", "--resume", "--out", str(out_dir))
     assert code == 2 and "already finished" in err
+
+
+def test_help_and_parser_do_not_import_torch():
+    """`mmib --help` (and building the parser for any command line) imports no PyTorch: a fresh
+    interpreter's module table and -X importtime's list of imports both say so."""
+    code = (
+        "import sys\n"
+        "from mmib.cli import build_parser\n"
+        "for argv in ([], ['--help'], ['train', '-m', 'concat'], ['compare', '--help']):\n"
+        "    build_parser(argv)\n"
+        "import mmib\n"
+        "assert mmib.__version__\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+    help_run = subprocess.run([sys.executable, "-X", "importtime", "-m", "mmib", "--help"], capture_output=True,
+                              text=True, timeout=120)
+    assert help_run.returncode == 0 and "train" in help_run.stdout
+    imported = [line.rsplit("|", 1)[-1].strip() for line in help_run.stderr.splitlines() if "|" in line]
+    assert "mmib.cli" in imported and not [m for m in imported if m.split(".")[0] == "torch"]
+
+
+def test_lazy_package_attributes():
+    import mmib
+
+    assert mmib.train.__module__ == "mmib.api" and "train_together" in dir(mmib)
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        mmib.nope  # noqa: B018

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmib.data.dataset import TaskSpec
 from mmib.errors import ConfigError, DataError
@@ -165,3 +167,17 @@ def test_metric_modes_and_monitors() -> None:
         for name in d:
             assert metric_mode(name) in ("min", "max")
     assert {"mae", "accuracy", "f1", "auc"} <= set().union(*outputs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.booleans()), min_size=1, max_size=40))
+def test_binary_accuracy_and_weighted_f1_equal_scikit_learn(pairs) -> None:
+    """The per-epoch fast path gives scikit-learn's numbers (all-one-class and empty-class cases included)."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from mmib.eval.metrics import _binary_acc, _f1w
+
+    t = np.array([a for a, _ in pairs])
+    p = np.array([b for _, b in pairs])
+    assert _binary_acc(t, p) == float(accuracy_score(t, p))
+    assert _f1w(t, p) == pytest.approx(float(f1_score(t, p, average="weighted", zero_division=0)), abs=1e-15)

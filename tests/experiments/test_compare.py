@@ -131,3 +131,45 @@ def test_compare_two_models_two_seeds_writes_tables_and_skips_finished_runs(tmp_
     # the same directory with other settings is refused rather than mixed
     with pytest.raises(RunError, match="different configuration"):
         compare(["concat"], "sim-msa", 1, out, data_options=tiny_data, overrides=tiny_sets, epochs=3, log=None)
+
+
+def test_group_runs_groups_seeds_splits_for_processes_and_keeps_unsupported_models_apart(tmp_path, tiny_data):
+    from mmib.experiments.compare import group_runs
+
+    runs = plan_runs(["concat", "mmim"], "sim-msa", 4, tmp_path, data_options=tiny_data)
+    data_seed = plan_runs(["concat"], "sim-msa", 2, tmp_path / "d1", data_options=tiny_data, overrides=["data.seed=1"])
+    pending = [(r, "new") for r in runs + data_seed]
+    lines: list[str] = []
+    tasks = group_runs(pending, jobs=1, log=lines.append)
+    sizes = [(t[0][0].model, len(t)) for t in tasks]
+    assert sizes[0] == ("concat", 6)  # seeds 0-3 of data seed 0 and seeds 0-1 of data seed 1: one ensemble
+    assert sizes.count(("mmim", 1)) == 4 and len(tasks) == 5
+    assert any("mmim: 4 runs one at a time" in line and "memory" in line for line in lines)
+    concat_only = [(r, "new") for r in runs if r.model == "concat"]
+    assert sorted(len(t) for t in group_runs(concat_only, jobs=3)) == [1, 1, 2]
+    assert [len(t) for t in group_runs(concat_only, jobs=1, max_together=3)] == [3, 1]
+    assert [len(t) for t in group_runs(concat_only, jobs=1, together=False)] == [1, 1, 1, 1]
+
+
+def test_compare_trains_seeds_together_and_says_so(tmp_path, tiny_data, tiny_sets):
+    """The grouped path gives each seed the result of its run alone (to float rounding; no dropout)."""
+    sets = [*tiny_sets, "model.dropout=0.0"]
+    lines: list[str] = []
+    together = compare(["concat"], "sim-msa", 3, tmp_path / "t", data_options=tiny_data, overrides=sets, epochs=3,
+                       log=lines.append)
+    assert any("seeds 0,1,2: training 3 runs of concat together" in line for line in lines)
+    alone = compare(["concat"], "sim-msa", 3, tmp_path / "a", data_options=tiny_data, overrides=sets, epochs=3,
+                    log=None, together=False)
+    for s in range(3):
+        assert together.values["concat"]["mae"][s] == pytest.approx(alone.values["concat"]["mae"][s], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_compare_jobs_gives_unsupported_groups_back_as_single_runs(tmp_path, tiny_sets):
+    """An LSTM over sequences fails the vmap trial in its worker: its seeds come back as one task each."""
+    lines: list[str] = []
+    data = {"n_train": 64, "n_valid": 16, "n_test": 16, "seq_len": 5}
+    c = compare(["concat"], "sim-msa", 4, tmp_path / "s", jobs=2, data_options=data, overrides=tiny_sets, epochs=1,
+                log=lines.append)
+    assert any("one at a time (concat does not run under torch.func.vmap" in line for line in lines)
+    assert not c.failed and len(c.runs) == 4

@@ -156,7 +156,7 @@ def test_one_member_failing_leaves_the_others(tmp_path):
     checkpoint stays, the others finish."""
     cfgs = _configs("concat", [0, 1, 2, 3], "model.dropout=0.0", epochs=3, patience=10)
     cfgs[2].train.lr = 1e20  # the loss becomes non-finite
-    cfgs[3].train.lr = 1e38  # the optimizer step itself fails (float overflow)
+    cfgs[3].train.optimizer, cfgs[3].train.lr = "sgd", 1e39  # the optimizer step itself fails (float overflow)
 
     class Pruned(Exception):
         pass

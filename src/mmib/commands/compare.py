@@ -10,7 +10,8 @@ from mmib.commands._common import add_data_args
 COMMAND = "compare"
 HELP = "train several models over several seeds and compare them with significance tests"
 DESCRIPTION = (
-    "Train every model for every seed (J processes at once), write all runs under one directory "
+    "Train every model for every seed (J processes at once; a model's seeds together as one vectorised "
+    "ensemble where it supports that), write all runs under one directory "
     "(OUT/MODEL/seedS), and print mean +- std of every metric with the best marked and a paired t-test "
     "of each model against the best. Rerunning skips finished runs and resumes interrupted ones. "
     "Writes compare.md, compare.csv, compare.tex, runs.csv and efficiency.csv into OUT. "
@@ -35,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML run config to start from")
     p.add_argument("--device", help="cpu or cuda")
     p.add_argument("--title", help="title of the Markdown table")
+    p.add_argument("--separately", action="store_true",
+                   help="train every run on its own (default: a model's seeds train together as one vectorised "
+                        "ensemble per process where the model supports it)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"compare-{slug(Path(args.data or 'config').stem)}"
     c = compare(models, args.data, args.seeds, out, jobs=args.jobs, split=args.split,
                 metrics=parse_list(args.metrics, "--metrics") if args.metrics else None, alpha=args.alpha,
-                title=args.title, config=args.config, data_path=args.data_path, overrides=args.overrides, **train)
+                title=args.title, together=not args.separately, config=args.config, data_path=args.data_path, overrides=args.overrides, **train)
     print()
     print((out / "compare.md").read_text())
     print(f"written: {out}/compare.md, compare.csv, compare.tex, runs.csv, efficiency.csv")

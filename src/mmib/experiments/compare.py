@@ -19,6 +19,7 @@ only (``c-mib:beta=1e-3``); plain ``key=value`` applies to every model.
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
@@ -37,7 +38,7 @@ from mmib.config import RunConfig, apply_overrides, dump_config
 from mmib.errors import ConfigError, RunError
 from mmib.eval.metrics import metric_mode
 from mmib.eval.tables import format_value, markdown_table
-from mmib.experiments._util import process_context, same_config, slug, threads_per_worker
+from mmib.experiments._util import comparable_config, process_context, same_config, slug, threads_per_worker
 from mmib.train import rundir
 
 COMPARE_JSON = "compare.json"
@@ -193,48 +194,188 @@ def _describe(run: PlannedRun, outcome: dict[str, Any], monitor_hint: str | None
     res = outcome["results"]
     mon = res.get("monitor", monitor_hint)
     value = res.get("test", {}).get(mon)
-    return (f"{run.model} seed {run.seed}: {res.get('epochs_run')} epochs in {outcome['seconds']:.1f} s"
+    together = f" (its share: {outcome['together']} runs trained together)" if outcome.get("together", 1) > 1 else ""
+    return (f"{run.model} seed {run.seed}: {res.get('epochs_run')} epochs in {outcome['seconds']:.1f} s{together}"
             + (f", test {mon}={format_value(value)}" if value is not None else ""))
 
 
-def execute(runs: Sequence[PlannedRun], jobs: int = 1, log: Log | None = print) -> list[dict[str, Any]]:
-    """Train the runs that are not finished (``jobs`` processes at once); returns failures."""
+#: Most runs one ensemble trains at once (more are split into several ensembles).
+MAX_TOGETHER = 32
+
+Task = list[tuple[PlannedRun, str]]
+
+
+def _group_key(cfg: RunConfig) -> str:
+    """What the runs of one ensemble share: the whole config except the training and data seeds."""
+    d = comparable_config(cfg)
+    d["train"].pop("seed", None)
+    d["data"].pop("seed", None)
+    return json.dumps(d, sort_keys=True, default=str)
+
+
+def _class_reason(cfg: RunConfig) -> str | None:
+    from mmib.models.registry import get_model
+    from mmib.train.ensemble import class_unsupported
+
+    return class_unsupported(get_model(cfg.model.name).cls, cfg.train)
+
+
+def group_runs(pending: Sequence[tuple[PlannedRun, str]], jobs: int = 1, together: bool = True,
+               max_together: int = MAX_TOGETHER, log: Log | None = None) -> list[Task]:
+    """Split the runs to train into tasks: runs whose configs differ only in their training and
+    data seeds form one task (trained together as one ensemble where the model supports it, see
+    :func:`mmib.api.train_together`), at most ``max_together`` runs each; runs of a model that
+    says it cannot train together are tasks of one run. While there are fewer tasks than
+    ``jobs``, the largest task is halved, so that every process has work. Largest tasks first."""
+    groups: dict[str, Task] = {}
+    for i, item in enumerate(pending):
+        groups.setdefault(_group_key(item[0].config) if together else str(i), []).append(item)
+    tasks: list[Task] = []
+    for group in groups.values():
+        reason = _class_reason(group[0][0].config) if len(group) > 1 else None
+        if reason:
+            if log:
+                log(f"{group[0][0].model}: {len(group)} runs one at a time ({reason})")
+            tasks.extend([item] for item in group)
+            continue
+        tasks.extend(group[i:i + max_together] for i in range(0, len(group), max_together))
+    while len(tasks) < jobs:
+        largest = max(tasks, key=len, default=[])
+        if len(largest) < 2:
+            break
+        tasks.remove(largest)
+        half = (len(largest) + 1) // 2
+        tasks += [largest[:half], largest[half:]]
+    return sorted(tasks, key=len, reverse=True)
+
+
+def _seeds_text(task: Task) -> str:
+    data = sorted({r.config.data.seed for r, _ in task})
+    return ("seeds " + ",".join(str(r.seed) for r, _ in task)
+            + (f" (data seeds {','.join(map(str, data))})" if len(data) > 1 else ""))
+
+
+def _train_task(configs: list[dict[str, Any]], paths: list[str], states: list[str], split_unsupported: bool,
+                datasets: list[Any] | None = None) -> dict[str, Any]:
+    """Train one task's runs (together where they can); module-level so that worker processes can run it.
+
+    Returns ``{"outcomes": [...], "notes": [...]}`` (per run ``{"results", "seconds", "together"}``
+    or ``{"error", "seconds"}``; ``notes``: how they were trained), or ``{"unsupported": reason}``
+    when ``split_unsupported`` and the runs cannot train together (then nothing was trained: the
+    caller gives each run a task of its own, so that every process gets some).
+    """
+    from mmib.api import train_together
+    from mmib.train.ensemble import EnsembleUnsupported
+
+    if datasets is None:
+        datasets = [_worker_dataset(c) for c in configs]
+    if len(configs) == 1:
+        return {"outcomes": [_train_one(configs[0], paths[0], states[0] == "resume", datasets[0])], "notes": []}
+    notes: list[str] = []
+    start = time.perf_counter()
+    resume = [s == "resume" for s in states]
+    try:
+        results = train_together([None if r else RunConfig.from_dict(c) for c, r in zip(configs, resume)], paths,
+                                 resume=resume, datasets=datasets, log=notes.append, fallback=not split_unsupported)
+    except EnsembleUnsupported as exc:
+        return {"unsupported": str(exc)}
+    except Exception as exc:  # noqa: BLE001 - e.g. the data failed to load: every run of the task fails
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        return {"outcomes": [{"error": last, "seconds": 0.0} for _ in configs], "notes": notes}
+    seconds = time.perf_counter() - start
+    together = len(configs) if notes and "together" in notes[0] else 1
+    outcomes: list[dict[str, Any]] = []
+    for r in results:
+        if isinstance(r, Exception):
+            outcomes.append({"error": traceback.format_exception_only(type(r), r)[-1].strip(), "seconds": 0.0})
+        else:
+            share = seconds / len(configs) if together > 1 else float(r.results.get("train_seconds") or 0.0)
+            outcomes.append({"results": r.results, "seconds": share, "together": together})
+    return {"outcomes": outcomes, "notes": notes}
+
+
+@functools.lru_cache(maxsize=4)
+def _dataset_for(data_json: str) -> Any:
+    from mmib.api import dataset_from_config
+
+    return dataset_from_config(RunConfig.from_dict({"data": json.loads(data_json)}).data)
+
+
+def _worker_dataset(config: dict[str, Any]) -> Any:
+    """A run's dataset, loaded once per worker process for each data config (runs of a comparison
+    share a few; loading or generating them again for every run was a per-run cost). Data read
+    from a file are loaded afresh for every task (the file may change between runs)."""
+    data = config.get("data") or {}
+    if data.get("path"):
+        return None
+    return _dataset_for(json.dumps(data, sort_keys=True, default=str))
+
+
+def execute(runs: Sequence[PlannedRun], jobs: int = 1, log: Log | None = print, together: bool = True
+            ) -> list[dict[str, Any]]:
+    """Train the runs that are not finished (``jobs`` processes at once); returns failures.
+
+    Runs whose configs differ only in their seeds are trained together, one vectorised ensemble
+    per process, where the model supports it (:func:`group_runs`; ``together=False``: one run at
+    a time as before); the log says which. Worker processes are reused for every task and start
+    with the library already imported (:func:`mmib.experiments._util.process_context`).
+    """
     todo = [(r, run_state(r)) for r in runs]
     pending = [(r, s) for r, s in todo if s != "done"]
     if log:
         done = len(todo) - len(pending)
         log(f"{len(todo)} runs: {done} already finished, {len(pending)} to train"
             + (f" with {jobs} processes" if jobs > 1 and pending else ""))
+    tasks = group_runs(pending, jobs, together, log=log)
     failures: list[dict[str, Any]] = []
+    count = 0
 
-    def record(i: int, run: PlannedRun, outcome: dict[str, Any]) -> None:
+    def record(run: PlannedRun, outcome: dict[str, Any]) -> None:
+        nonlocal count
+        count += 1
         if "error" in outcome:
             failures.append({"model": run.model, "seed": run.seed, "path": str(run.path), "error": outcome["error"]})
         if log:
-            log(f"[{i}/{len(pending)}] {_describe(run, outcome)}")
+            log(f"[{count}/{len(pending)}] {_describe(run, outcome)}")
 
-    if jobs == 1 or len(pending) <= 1:
+    def finish(task: Task, answer: dict[str, Any]) -> None:
+        if log and len(task) > 1:
+            for note in answer.get("notes", []):
+                log(f"{task[0][0].model} {_seeds_text(task)}: {note}")
+        for (run, _state), outcome in zip(task, answer["outcomes"]):
+            record(run, outcome)
+
+    def payload(task: Task) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+        return [r.config.to_dict() for r, _ in task], [str(r.path) for r, _ in task], [s for _, s in task]
+
+    if jobs == 1 or len(tasks) <= 1:
         cache: dict[str, Any] = {}
-        for i, (run, state) in enumerate(pending, 1):
-            ds = _cached_dataset(run.config, cache)
-            record(i, run, _train_one(run.config.to_dict(), str(run.path), state == "resume", ds))
+        for task in tasks:
+            datasets = [_cached_dataset(r.config, cache) for r, _ in task]
+            finish(task, _train_task(*payload(task), split_unsupported=False, datasets=datasets))
         return failures
     with ProcessPoolExecutor(max_workers=min(jobs, len(pending)), mp_context=process_context()) as pool:
-        futures: dict[Future, PlannedRun] = {
-            pool.submit(_train_one, run.config.to_dict(), str(run.path), state == "resume"): run for run, state in pending
-        }
-        count = 0
+        futures: dict[Future, Task] = {pool.submit(_train_task, *payload(t), len(t) > 1): t for t in tasks}
         remaining = set(futures)
         try:
             while remaining:
                 finished, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                 for fut in finished:
-                    count += 1
+                    task = futures.pop(fut)
                     try:
-                        outcome = fut.result()
+                        answer = fut.result()
                     except Exception as exc:  # noqa: BLE001 - a crashed worker process
-                        outcome = {"error": f"worker process failed: {type(exc).__name__}: {exc}", "seconds": 0.0}
-                    record(count, futures[fut], outcome)
+                        error = {"error": f"worker process failed: {type(exc).__name__}: {exc}", "seconds": 0.0}
+                        answer = {"outcomes": [dict(error) for _ in task]}
+                    if "unsupported" in answer:  # one task per run instead, spread over the processes
+                        if log:
+                            log(f"{task[0][0].model} {_seeds_text(task)}: one at a time ({answer['unsupported']})")
+                        for item in task:
+                            single = pool.submit(_train_task, *payload([item]), False)
+                            futures[single] = [item]
+                            remaining.add(single)
+                        continue
+                    finish(task, answer)
         except KeyboardInterrupt:
             for fut in remaining:
                 fut.cancel()
@@ -537,9 +678,13 @@ def compare(
     alpha: float = 0.05,
     title: str | None = None,
     log: Log | None = print,
+    together: bool = True,
     **plan_options: Any,
 ) -> Comparison:
     """Train every model for every seed (skipping finished runs), then aggregate and write tables.
+
+    A model's seeds are trained together as one vectorised ensemble where the model supports it
+    (``together=False``: every run on its own; see :func:`execute`).
 
     ``plan_options`` are those of :func:`plan_runs` (``config``, ``data_path``,
     ``data_options``, ``overrides``, any :class:`~mmib.config.TrainConfig` field).
@@ -550,7 +695,7 @@ def compare(
         raise ConfigError(f"--alpha must lie in (0, 1), got {alpha}")
     out = Path(out)
     runs = plan_runs(models, data, seeds, out, jobs=jobs, **plan_options)
-    failures = execute(runs, jobs, log)
+    failures = execute(runs, jobs, log, together)
     rows = collect(runs, split)
     if not rows:
         raise RunError(f"{out}: no run finished" + (f" ({failures[0]['error']})" if failures else ""))
