@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 optuna = pytest.importorskip("optuna")
 
 from mmib.errors import ConfigError  # noqa: E402
-from mmib.experiments.sweep import ParamSpec, _train_trial, prepare, sweep  # noqa: E402
+from mmib.experiments.sweep import ParamSpec, _train_trial, apply_params, default_storage, prepare, sweep  # noqa: E402
 
 
 def test_param_specs_parse_every_form():
@@ -216,3 +217,70 @@ def test_two_local_workers_share_one_sqlite_study(tmp_path, tiny_data, tiny_sets
     complete = [t for t in result.trials if t["state"] == "COMPLETE"]
     assert len(complete) == 4
     assert len({t["user_attrs"]["worker"] for t in complete}) == 2  # both processes ran trials
+
+
+def test_together_reason_names_what_members_would_have_to_share(tmp_path, tiny_data):
+    from mmib.experiments.sweep import together_reason
+
+    ok, _ = prepare("e-mib", "sim-msa", ["beta=loguniform:1e-6:1", "lr=loguniform:1e-4:1e-2", "seed=int:0:9"],
+                    tmp_path / "a", data_options=tiny_data)
+    assert together_reason(ok) is None and ok.together == 4
+    shape, _ = prepare("late", "sim-msa", PARAMS, tmp_path / "b", data_options=tiny_data)
+    assert "head_hidden" in together_reason(shape)
+    declared, _ = prepare("mmim", "sim-msa", ["lr=loguniform:1e-4:1e-2"], tmp_path / "c", data_options=tiny_data)
+    assert "memory" in together_reason(declared)
+    with pytest.raises(ConfigError, match="--together"):
+        prepare("e-mib", "sim-msa", ["lr=loguniform:1e-4:1e-2"], tmp_path / "d", together=0)
+
+
+def test_sweep_trains_trials_of_the_same_shape_together(tmp_path, tiny_data, tiny_sets):
+    """lr and weight decay per member: every trial's objective is that of its config trained alone
+    (to float rounding: no dropout), the log says trials ran together, the budget is kept."""
+    from mmib.api import train
+
+    lines: list[str] = []
+    params = ["lr=loguniform:1e-3:1e-2", "weight_decay=loguniform:1e-6:1e-2"]
+    result = sweep("concat", "sim-msa", params, tmp_path / "t", trials=5, together=3,
+                   **{**_kwargs(tiny_data, [*tiny_sets, "model.dropout=0.0"]), "log": lines.append})
+    assert any("trained 3 at a time as one vectorised ensemble" in line for line in lines)
+    complete = [t for t in result.trials if t["state"] == "COMPLETE"]
+    assert len(result.trials) == len(complete) == 5
+    setup = result.setup
+    for t in complete[:2]:
+        alone = train(config=apply_params(setup.config, t["params"]))
+        assert t["value"] == pytest.approx(alone.valid[setup.monitor], abs=1e-4)
+        assert (Path(t["user_attrs"]["run_dir"]) / "results.json").is_file()
+
+
+def test_trials_together_prune_and_resume_after_ctrl_c(tmp_path, monkeypatch, tiny_data, tiny_sets):
+    import mmib.experiments.sweep as sw
+
+    real = sw._reporter
+
+    def pruning(trial, setup, last):
+        report = real(trial, setup, last)
+
+        def wrapped(epoch, row):
+            report(epoch, row)
+            if trial.number == 1:
+                raise optuna.TrialPruned("test")
+            if trial.number == 4 and interrupt["on"]:
+                raise KeyboardInterrupt
+
+        return wrapped
+
+    interrupt = {"on": True}
+    monkeypatch.setattr(sw, "_reporter", pruning)
+    params = ["beta=loguniform:1e-6:1e-1", "lr=loguniform:1e-3:1e-2"]
+    out = tmp_path / "p"
+    with pytest.raises(KeyboardInterrupt):
+        sweep("e-mib", "sim-msa", params, out, trials=5, together=3, **_kwargs(tiny_data, tiny_sets))
+    states = {t.number: t.state.name for t in optuna.load_study(study_name="p", storage=default_storage(out)).trials}
+    assert states == {0: "COMPLETE", 1: "PRUNED", 2: "COMPLETE", 3: "FAIL", 4: "FAIL"}  # 3 and 4: one ensemble
+    assert not (out / "trials" / "0001" / "checkpoint.pt").exists()
+    interrupt["on"] = False
+    lines: list[str] = []
+    final = sweep(None, None, [], out, log=lines.append)
+    assert any("queued again the interrupted trial(s) 3, 4" in line for line in lines)
+    done = [t for t in final.trials if t["state"] in ("COMPLETE", "PRUNED")]
+    assert len(done) == 5 and sum(t["state"] == "COMPLETE" for t in final.trials) == 4

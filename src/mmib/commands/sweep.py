@@ -35,6 +35,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="Optuna pruner (default median)")
     p.add_argument("--prune-warmup", type=int, default=2, help="epochs before a trial may be pruned (default 2)")
     p.add_argument("--sampler-seed", type=int, default=0, help="seed of the sampler (default 0)")
+    p.add_argument("--together", type=int,
+                   help="trials each worker asks for at once and trains together as one vectorised ensemble, when "
+                        "every searched parameter is one the members may differ in (lr, weight_decay, seed, "
+                        "data.seed, MIB's beta); default 4, 1 = one trial at a time")
     add_run_args(p, quiet=False)  # the same for every trial; trials run without progress bars
 
 
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     train = {k: v for k, v in (("epochs", args.epochs), ("device", args.device), ("seed", args.seed)) if v is not None}
     options = dict(trials=args.trials, storage=args.storage, study=args.study, workers=args.workers,
                    sampler=args.sampler, pruner=args.pruner, prune_warmup=args.prune_warmup,
-                   sampler_seed=args.sampler_seed)
+                   sampler_seed=args.sampler_seed, together=args.together)
     if args.model:
         options.update(config=args.config, data_path=args.data_path, overrides=args.overrides, **train)
     result = sweep(args.model, args.data, args.params, out, **options)

@@ -23,6 +23,7 @@ Parameter specs (``--param NAME=SPEC``; NAME is a ``--set`` key, so ``beta``,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -52,6 +53,8 @@ SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 HEARTBEAT_S = 60
 GRACE_S = 180
+#: default trials per ensemble (``--together``)
+TOGETHER = 4
 
 Log = Callable[[str], None]
 
@@ -185,6 +188,9 @@ class SweepSetup:
     prune_warmup: int = 2
     seed: int = 0
     workers: int = 1
+    #: trials a worker asks for at once and trains together as one ensemble, when every searched
+    #: parameter is one an ensemble's members may differ in (see :func:`together_reason`)
+    together: int = TOGETHER
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
 
     @property
@@ -333,21 +339,18 @@ def recover_interrupted(study: Any, storage: Any, log: Log | None = None) -> lis
 
 
 # ----------------------------------------------------------------------------- trials
-def _train_trial(trial: Any, setup: SweepSetup, cache: dict[str, Any]) -> float:
-    """The objective: train one configuration, report the monitor every epoch, return its best value."""
-    optuna = require("optuna")
-    from mmib.api import dataset_from_config, train
-
+def _start_trial(trial: Any, setup: SweepSetup) -> tuple[RunConfig, Path]:
+    """The trial's config (its suggested parameters on the base) and run directory, recorded on the trial."""
     params = {p.name: p.suggest(trial) for p in setup.specs}
     run_dir = Path(setup.out) / TRIALS_DIR / f"{trial.number:04d}"
     trial.set_user_attr("worker", worker_tag())
     trial.set_user_attr("run_dir", str(run_dir))
-    cfg = apply_params(setup.config, params)
-    key = dump_config(RunConfig(data=cfg.data))
-    if key not in cache:
-        cache.clear()
-        cache[key] = dataset_from_config(cfg.data)
-    last = {"epoch": 0}
+    return apply_params(setup.config, params), run_dir
+
+
+def _reporter(trial: Any, setup: SweepSetup, last: dict[str, int]) -> Callable[[int, dict[str, Any]], None]:
+    """The epoch callback of a trial: report the validation monitor, prune when the pruner says so."""
+    optuna = require("optuna")
 
     def report(epoch: int, row: dict[str, Any]) -> None:
         last["epoch"] = epoch
@@ -358,18 +361,16 @@ def _train_trial(trial: Any, setup: SweepSetup, cache: dict[str, Any]) -> float:
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned after epoch {epoch} ({setup.monitor}={value:.4g})")
 
-    try:
-        result = train(config=cfg, out=run_dir, dataset=cache[key], epoch_callback=report)
-    except optuna.TrialPruned:
-        trial.set_user_attr("epochs_run", last["epoch"])
-        (run_dir / rundir.CHECKPOINT).unlink(missing_ok=True)  # a pruned trial is never resumed
-        raise
-    except KeyboardInterrupt:
-        trial.set_user_attr("interrupted", True)
-        raise
-    except MMIBError as exc:
-        trial.set_user_attr("error", str(exc))
-        raise
+    return report
+
+
+def _pruned(trial: Any, run_dir: Path, last: dict[str, int]) -> None:
+    trial.set_user_attr("epochs_run", last["epoch"])
+    (run_dir / rundir.CHECKPOINT).unlink(missing_ok=True)  # a pruned trial is never resumed
+
+
+def _finished(trial: Any, setup: SweepSetup, result: Any) -> float:
+    """Record a trained trial's results on it; its objective value."""
     res = result.results
     for k in ("valid", "test", "epochs_run", "best_epoch", "seconds_per_epoch", "params"):
         trial.set_user_attr(k, res.get(k))
@@ -377,6 +378,173 @@ def _train_trial(trial: Any, setup: SweepSetup, cache: dict[str, Any]) -> float:
     if value is None:
         raise RunError(f"trial {trial.number}: no validation {setup.monitor!r} (the dataset needs a valid split)")
     return float(value)
+
+
+def _dataset(cfg: RunConfig, cache: dict[str, Any]) -> Any:
+    from mmib.api import dataset_from_config
+
+    key = dump_config(RunConfig(data=cfg.data))
+    if key not in cache:
+        cache.clear()
+        cache[key] = dataset_from_config(cfg.data)
+    return cache[key]
+
+
+def _train_trial(trial: Any, setup: SweepSetup, cache: dict[str, Any]) -> float:
+    """The objective: train one configuration, report the monitor every epoch, return its best value."""
+    optuna = require("optuna")
+    from mmib.api import train
+
+    cfg, run_dir = _start_trial(trial, setup)
+    dataset = _dataset(cfg, cache)
+    last = {"epoch": 0}
+    try:
+        result = train(config=cfg, out=run_dir, dataset=dataset, epoch_callback=_reporter(trial, setup, last))
+    except optuna.TrialPruned:
+        _pruned(trial, run_dir, last)
+        raise
+    except KeyboardInterrupt:
+        trial.set_user_attr("interrupted", True)
+        raise
+    except MMIBError as exc:
+        trial.set_user_attr("error", str(exc))
+        raise
+    return _finished(trial, setup, result)
+
+
+def together_reason(setup: SweepSetup) -> str | None:
+    """Why the sweep's trials cannot be trained together (one line), or None when they can: the
+    model class allows ensembles and every searched parameter is one the members of an ensemble
+    may differ in (a per-member training option such as ``lr``, ``weight_decay`` or ``seed``, the
+    data seed, or an option the model declares per-member, such as MIB's ``beta``)."""
+    from mmib.models.registry import get_model
+    from mmib.train.ensemble import PER_MEMBER_TRAIN_OPTIONS, class_unsupported
+
+    base = setup.config
+    cls = get_model(base.model.name).cls
+    reason = class_unsupported(cls, base.train)
+    if reason:
+        return reason
+    per_member = {f"train.{k}" for k in PER_MEMBER_TRAIN_OPTIONS} | {"data.seed"}
+    per_member |= {f"model.{k}" for k in cls.ensemble_options}
+    before = _flat(base.to_dict())
+    for spec in setup.specs:
+        for value in spec.representative():
+            after = _flat(apply_params(base, {spec.name: value}).to_dict())
+            changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)} - per_member
+            if changed:
+                return (f"parameter {spec.name!r} changes {', '.join(sorted(changed))}, which the members of one "
+                        "ensemble share")
+    return None
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    """``{"train": {"lr": 1}, "model": {"options": {"beta": 2}}}`` -> ``{"train.lr": 1, "model.beta": 2}``."""
+    out: dict[str, Any] = {}
+    for section, values in d.items():
+        for k, v in values.items():
+            if k == "options":
+                out.update({f"{section}.{ok}": json.dumps(ov, sort_keys=True, default=str) for ok, ov in v.items()})
+            else:
+                out[f"{section}.{k}"] = json.dumps(v, sort_keys=True, default=str)
+    return out
+
+
+def _heartbeat(trial: Any, study: Any) -> Any:
+    """Optuna's heartbeat thread for a trial asked outside ``study.optimize`` (which starts one itself),
+    so that other machines see the trial alive; a no-op where this Optuna has no such helper."""
+    try:
+        from optuna.storages._heartbeat import get_heartbeat_thread
+    except ImportError:  # pragma: no cover - other Optuna versions
+        return contextlib.nullcontext()
+    return get_heartbeat_thread(trial._trial_id, study._storage)
+
+
+def _heartbeat_enabled(study: Any) -> bool:
+    try:
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+    except ImportError:  # pragma: no cover - other Optuna versions
+        return False
+    return bool(is_heartbeat_enabled(study._storage))
+
+
+def _datasets(cfgs: Sequence[RunConfig], cache: dict[str, Any]) -> list[Any]:
+    """The trials' datasets: the worker's cached one where the data config is the same, else
+    loaded once per distinct data config (a searched data seed)."""
+    from mmib.api import dataset_from_config
+
+    loaded = dict(cache)
+    out = []
+    for cfg in cfgs:
+        key = dump_config(RunConfig(data=cfg.data))
+        if key not in loaded:
+            loaded[key] = dataset_from_config(cfg.data)
+        out.append(loaded[key])
+    return out
+
+
+def optimize_together(study: Any, setup: SweepSetup, cache: dict[str, Any], quota: int) -> None:
+    """Run up to ``quota`` trials, asking Optuna for ``setup.together`` at a time and training each
+    batch together (:func:`mmib.api.train_together`: one vectorised ensemble, or one at a time
+    where the model's trial step under vmap fails). Never asks for more trials than the study
+    still needs counting the trials other workers are running; pruning, failures and Ctrl-C are
+    recorded per trial as ``study.optimize`` would."""
+    optuna = require("optuna")
+    from optuna.trial import TrialState
+
+    from mmib.api import train_together
+
+    done = 0
+    while done < quota:
+        if _heartbeat_enabled(study):
+            optuna.storages.fail_stale_trials(study)
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        finished = sum(st in (TrialState.COMPLETE, TrialState.PRUNED) for st in states)
+        running = sum(st == TrialState.RUNNING for st in states)
+        k = min(setup.together, quota - done, setup.trials - finished - running)
+        if k < 1:
+            return
+        with warnings.catch_warnings():  # we run the heartbeat ourselves (_heartbeat)
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+            trials = [study.ask() for _ in range(k)]
+        done += k
+        started = [_start_trial(t, setup) for t in trials]
+        lasts = [{"epoch": 0} for _ in trials]
+        try:
+            datasets = _datasets([cfg for cfg, _ in started], cache)
+            with contextlib.ExitStack() as beats:
+                for t in trials:
+                    beats.enter_context(_heartbeat(t, study))
+                results: list[Any] = train_together(
+                    [cfg for cfg, _ in started], [run_dir for _, run_dir in started], datasets=datasets,
+                    epoch_callbacks=[_reporter(t, setup, last) for t, last in zip(trials, lasts)])
+        except KeyboardInterrupt:
+            for t in trials:
+                t.set_user_attr("interrupted", True)
+                study.tell(t, state=TrialState.FAIL)
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the data failed to load: every trial fails alike
+            results = [exc] * len(trials)
+        fatal = None
+        for t, (_cfg, run_dir), last, r in zip(trials, started, lasts, results):
+            if isinstance(r, optuna.TrialPruned):
+                _pruned(t, run_dir, last)
+                study.tell(t, state=TrialState.PRUNED)
+            elif isinstance(r, Exception):
+                if isinstance(r, MMIBError):
+                    t.set_user_attr("error", str(r))
+                else:
+                    fatal = fatal or r
+                study.tell(t, state=TrialState.FAIL)
+            else:
+                try:
+                    study.tell(t, _finished(t, setup, r))
+                except MMIBError as exc:
+                    t.set_user_attr("error", str(exc))
+                    study.tell(t, state=TrialState.FAIL)
+        _snapshot(setup, study)
+        if fatal is not None:
+            raise fatal
 
 
 def trial_records(study: Any) -> list[dict[str, Any]]:
@@ -422,6 +590,9 @@ def run_worker(setup_dict: dict[str, Any], worker: int, quota: int, dataset: Any
     cache: dict[str, Any] = {}
     if dataset is not None:
         cache[dump_config(RunConfig(data=setup.config.data))] = dataset
+    if setup.together > 1 and together_reason(setup) is None:
+        optimize_together(study, setup, cache, quota)
+        return {"worker": worker, "pid": os.getpid()}
     stop = optuna.study.MaxTrialsCallback(setup.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
     snapshot = lambda s, _t: _snapshot(setup, s)  # noqa: E731
     study.optimize(lambda trial: _train_trial(trial, setup, cache), n_trials=quota, catch=(MMIBError,),
@@ -452,6 +623,7 @@ def prepare(
     pruner: str = "median",
     prune_warmup: int = 2,
     sampler_seed: int = 0,
+    together: int | None = None,
     config: RunConfig | str | Path | None = None,
     data_path: str | None = None,
     data_options: dict[str, Any] | None = None,
@@ -465,6 +637,8 @@ def prepare(
     saved = out / SWEEP_JSON
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if together is not None and together < 1:
+        raise ConfigError(f"--together must be >= 1, got {together}")
     if sampler not in SAMPLERS:
         raise ConfigError(f"--sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
     if pruner not in PRUNERS:
@@ -477,6 +651,8 @@ def prepare(
             raise ConfigError(f"{saved}: the study's storage URL has a password; pass --storage again")
         d.update(storage=storage or d["storage"], study=study or d["study"], workers=workers,
                  trials=trials if trials is not None else d["trials"])
+        if together is not None:
+            d["together"] = together
         setup = SweepSetup(**d)
         dataset = dataset_from_config(setup.config.data)
         return setup, dataset
@@ -505,7 +681,7 @@ def prepare(
     setup = SweepSetup(model=model, base=base.to_dict(), params=[s.text for s in specs], trials=trials, monitor=monitor,
                        direction=direction, storage=storage or default_storage(out), study=study or out.resolve().name,
                        out=str(out.resolve()), sampler=sampler, pruner=pruner, prune_warmup=prune_warmup,
-                       seed=sampler_seed, workers=workers)
+                       seed=sampler_seed, workers=workers, together=TOGETHER if together is None else together)
     validate(setup, dataset)
     out.mkdir(parents=True, exist_ok=True)
     return setup, dataset
@@ -547,6 +723,10 @@ def sweep(
     if log:
         log(f"study {setup.study!r} in {redact(setup.storage)}: {finished} of {setup.trials} trials finished"
             + (f"; running {remaining} more with {workers} worker(s)" if remaining else "; nothing to run"))
+        if remaining and setup.together > 1:
+            reason = together_reason(setup)
+            log(f"trials are trained {setup.together} at a time as one vectorised ensemble per worker "
+                "(where the model runs under vmap)" if reason is None else f"trials are trained one at a time: {reason}")
     if remaining:
         quotas = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
         payload = asdict(setup)
