@@ -235,14 +235,14 @@ def test_train_together_checks_its_arguments(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize("model", ["concat", "e-mib", "c-mib"])
 def test_stochastic_members_match_runs_alone_in_mean(tmp_path, model):
-    """With dropout and sampled bottlenecks a member draws other random numbers than its run alone:
-    over 5 seeds the mean test MAE agrees within noise (|difference| < 3 standard errors of the
-    paired differences, or 0.02 MAE when the runs barely differ)."""
+    """With dropout and sampled bottlenecks a member draws other random numbers than its run alone,
+    so single runs differ by the noise of training (here about 0.03 MAE per run); over 5 seeds the
+    mean test MAE of the members and of the runs alone agree within 3 standard errors of the
+    difference of two means (each from its spread over the seeds)."""
     seeds = range(5)
     cfgs = _configs(model, seeds, epochs=12, patience=3, data={"n_train": 640, "n_valid": 128, "n_test": 256})
     together = [r.test["mae"] for r in train_together(cfgs, [tmp_path / f"e{s}" for s in seeds])]
     alone = [r.test["mae"] for r in _alone(cfgs, tmp_path)]
-    diffs = [t - a for t, a in zip(together, alone)]
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
-    assert abs(statistics.mean(diffs)) < max(3 * se, 0.02), (together, alone)
+    se = math.sqrt(statistics.variance(together) / len(together) + statistics.variance(alone) / len(alone))
+    assert abs(statistics.mean(together) - statistics.mean(alone)) < 3 * se + 1e-3, (together, alone)
     assert statistics.mean(together) < 0.8 * MEAN_PREDICTOR_MAE  # learned
