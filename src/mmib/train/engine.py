@@ -295,7 +295,9 @@ class Trainer:
         elif self.run_dir is not None:
             self._start_run_dir()
         ctx = FitContext(self.dataset, cfg, self.device, generator, self.run_dir)
-        model.on_fit_start(ctx)
+        fit_start = time.perf_counter()
+        model.on_fit_start(ctx)  # a closed-form model (linear) fits here: its time counts as training time
+        state.train_seconds += time.perf_counter() - fit_start
         original_flags = {id(p): p.requires_grad for p in model.parameters()}
         anomaly = torch.autograd.detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
         progress = self._progress(plan)
