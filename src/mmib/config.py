@@ -62,6 +62,9 @@ class TrainConfig:
     detect_anomaly: bool = False
     threads: int | None = None
     checkpoint: bool = True
+    #: linear learning-rate warm-up of every parameter group from 0 over this many epochs of steps
+    #: (fractions allowed: 0.5 = the first half of the first epoch); 0 = none
+    warmup_epochs: float = 0.0
 
 
 @dataclass
