@@ -137,6 +137,7 @@ def test_linear_goes_through_the_run_directory_like_every_model(tmp_path):
     result = train(model="linear", data="sim-msa", out=out, progress=False,
                    data_options={"n_train": 300, "n_valid": 60, "n_test": 100})
     assert result.results["epochs_run"] == 0 and result.results["train_seconds"] > 0
+    assert (out / "metrics.jsonl").read_text() == "" and (out / "config.yaml").is_file()
     run = load_run(out)
     again = predict(run.model, run.dataset(), "test").prediction
     first = predict(result.model, run.dataset(), "test").prediction

@@ -548,6 +548,8 @@ class Trainer:
             "test": test,
         }
         if self.run_dir is not None:
+            if not state.history:  # a run of zero epochs (a closed-form model) still has its metrics file
+                rundir.atomic_write_jsonl(self.run_dir / rundir.METRICS, state.history)
             rundir.atomic_write_json(self.run_dir / rundir.RESULTS, results)
             (self.run_dir / rundir.CHECKPOINT).unlink(missing_ok=True)
         return FitResult(model, state.history, best_epoch, valid, test, self.monitor, state.train_seconds,
