@@ -102,3 +102,9 @@ def test_resume_from_the_cli(tmp_path, capsys):
     assert code == 0, err
     code, _, err = run_cli(capsys, "train", "--resume", "--out", str(out_dir))
     assert code == 2 and "already finished" in err
+
+
+def test_models_params_counts_parameters_against_concat(capsys):
+    assert main(["models", "--params", "--models", "concat,e-mib", "--dims", "a=8,b=4"]) == 0
+    out = capsys.readouterr().out
+    assert "| concat" in out and "| e-mib" in out and "+0.00 %" in out
