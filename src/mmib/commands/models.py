@@ -48,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _params(args: argparse.Namespace) -> int:
-    from mmib.eval.tables import markdown_table
-    from mmib.models.complexity import count_parameters, overhead, parse_dims, parse_task, spec_from_dims
+    from mmib.models.complexity import count_parameters, params_table, parse_dims, parse_task, spec_from_dims
     from mmib.models.registry import list_models
 
     dims = parse_dims(args.dims)
@@ -61,16 +60,7 @@ def _params(args: argparse.Namespace) -> int:
         sets.append(f"text_model={args.text_model}")
     spec = spec_from_dims(dims, args.seq_len, parse_task(args.task), tokens)
     rows = count_parameters(names, spec, sets)
-    extra = overhead(rows, "concat")
     shape = ", ".join(f"{n} {'%dx' % args.seq_len if args.seq_len else ''}{d}" for n, d in dims.items())
     print(f"Parameters for {shape} ({spec.task.kind}{', text: ' + args.text_model if args.text_model else ''})")
-    table = []
-    for r in rows:
-        if r.params is None:
-            table.append([r.model, "-", "-", "-", "-", f"n/a: {r.error}"])
-            continue
-        d, frac = extra.get(r.model, (None, None))
-        table.append([r.model, f"{r.params:,}", f"{r.trainable:,}", "-" if d is None else f"{d:+,}",
-                      "-" if frac is None else f"{100 * frac:+.2f} %", ""])
-    print(markdown_table(["model", "params", "trainable", "vs concat", "vs concat %", "note"], table))
+    print(params_table(rows, "concat"))
     return 0
