@@ -101,6 +101,7 @@ class Plan:
     tuning: dict[tuple[str, str], Tuning] = field(default_factory=dict)
     untuned: list[tuple[str, str]] = field(default_factory=list)
     measures: set[tuple[str, str]] = field(default_factory=set)
+    overrides: list[str] = field(default_factory=list)
 
 
 def used_cells(st: S.Study) -> tuple[dict[tuple[str, str], set[str]], set[tuple[str, str]]]:
@@ -142,6 +143,8 @@ def used_cells(st: S.Study) -> tuple[dict[tuple[str, str], set[str]], set[tuple[
     for c in st.claims:
         for r in [c.better, *c.than]:
             need(r, c.data, None if c.kind == "fails" else c.metric)
+        for m in c.than_metrics:
+            need(c.better, c.data, m)
     for f in st.figures:
         for r in f.rows:
             for d in f.data:
@@ -164,6 +167,10 @@ def used_cells(st: S.Study) -> tuple[dict[tuple[str, str], set[str]], set[tuple[
         if sec.log_rows is not None:
             lr = sec.log_rows
             need(lr.row, lr.data, analysis=f"log:{lr.file}:{lr.epoch}:{lr.limit}")
+        if sec.ranking is not None:
+            for r in sec.ranking.rows:
+                for d in sec.ranking.data:
+                    need(r, d, sec.ranking.metric)
     return cells, measures
 
 
@@ -203,7 +210,7 @@ def plan_study(st: S.Study, runs_dir: Path, *, jobs: int = 1, overrides: Sequenc
                tuned: dict[tuple[str, str], dict[str, Any]] | None = None) -> Plan:
     """Every run of the study (cells that still wait for their tuning are listed in ``plan.untuned``)."""
     cells, measures = used_cells(st)
-    plan = Plan(st, runs_dir, measures=measures)
+    plan = Plan(st, runs_dir, measures=measures, overrides=list(overrides))
     tuned = tuned or {}
     for (row_key, data_key), analyses in cells.items():
         row, data = st.rows[row_key], st.datasets[data_key]
@@ -417,15 +424,19 @@ def analyse(plan: Plan, store: RunStore, keys: Sequence[str], log: Log | None) -
 
 
 # ----------------------------------------------------------------------------- measures
-def data_config(st: S.Study, data_key: str, data_seed: int) -> DataConfig:
+def data_config(st: S.Study, data_key: str, data_seed: int, overrides: Sequence[str] = ()) -> DataConfig:
+    """The dataset of a measure, with the ``data.*`` overrides the runs get too."""
     d = st.datasets[data_key]
-    return DataConfig(name=d.name, path=d.path, seed=data_seed, options=dict(d.options))
+    cfg = DataConfig(name=d.name, path=d.path, seed=data_seed, options=dict(d.options))
+    data_sets = [o for o in overrides if o.startswith("data.")]
+    return apply_overrides(RunConfig(data=cfg), data_sets).data if data_sets else cfg
 
 
-def measure(st: S.Study, store: RunStore, data_key: str, data_seed: int, kind: str, split: str) -> dict[str, Any]:
+def measure(st: S.Study, store: RunStore, data_key: str, data_seed: int, kind: str,
+            overrides: Sequence[str] = ()) -> dict[str, Any]:
     """A dataset-level value, cached in the store: ``oracle`` (metrics of ``meta["oracle"]`` per split,
     ``{}`` if the dataset has no oracle) or ``bounds`` (MINE estimates and OMIB's beta bounds)."""
-    cfg = data_config(st, data_key, data_seed)
+    cfg = data_config(st, data_key, data_seed, overrides)
     key = f"{kind}:{hashlib.sha256(dump_config(RunConfig(data=cfg)).encode()).hexdigest()}"
     cached = store.value(key)
     if cached is not None:
@@ -619,7 +630,7 @@ def collect(plan: Plan, store: RunStore) -> Collected:
     for data, kind in sorted(plan.measures):
         for ds in data_seeds:
             try:
-                measures[(data, ds, kind)] = measure(st, store, data, ds, kind, st.split)
+                measures[(data, ds, kind)] = measure(st, store, data, ds, kind, plan.overrides)
             except MMIBError as exc:
                 measures[(data, ds, kind)] = {"error": str(exc)}
     return Collected(plan, store.rows(plan.runs), measures)

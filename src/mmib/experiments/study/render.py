@@ -121,6 +121,11 @@ def cell_result(col: Collected, ref: S.CellRef | None, table: S.TableDef | None 
         m, s, n = stats.summarise(list(values.values()))
     if ref.stat == "n":
         return CellResult(ref, str(n), float(n), n=n, runs=runs)
+    if ref.stat == "values":
+        shown_values = [str(int(values[p])) if float(values[p]).is_integer() else fmt(values[p] * scale, shown)
+                        for p in sorted(values)]
+        return CellResult(ref, ", ".join(shown_values) or "-", m, s, n, {_pair_key(p): v for p, v in values.items()},
+                          runs)
     if n == 0:
         text = "-"
         if ref.row and st.rows[ref.row].kind == "model":
@@ -236,8 +241,12 @@ def claim_result(col: Collected, c: S.ClaimDef) -> ClaimResult:
         return ClaimResult(c, stats.INCONCLUSIVE, [], None,
                            f"{c.metric} has no known direction: give the claim mode: min or max")
     a = col.values(c.better, c.data, c.metric)
-    effects = [stats.compare(c.better, other, a, col.values(other, c.data, c.metric), mode, test=c.test)
-               for other in c.than]
+    if c.than_metrics:  # the row's metric against its other metrics, paired by run
+        effects = [stats.compare(c.metric, m, a, col.values(c.better, c.data, m), mode, test=c.test)
+                   for m in c.than_metrics]
+    else:
+        effects = [stats.compare(c.better, other, a, col.values(other, c.data, c.metric), mode, test=c.test)
+                   for other in c.than]
     verdict = stats.decide(effects, c.alpha, min_effect=c.min_effect, margin=c.margin, test=c.test)
     return ClaimResult(c, verdict, effects, mode)
 
@@ -416,6 +425,25 @@ def params_markdown(p: S.ParamsDef) -> str:
     return "\n".join(out)
 
 
+def ranking_markdown(col: Collected, r: S.RankingDef) -> str:
+    st = col.study
+    mode = metric_direction(r.metric, r.mode)
+    lines = []
+    for d in r.data:
+        means = {row: stats.summarise(list(col.values(row, d, r.metric).values()))[0] for row in r.rows}
+        means = {k: v for k, v in means.items() if math.isfinite(v)}
+        if mode is None:
+            lines.append(f"- {st.datasets[d].label}: {r.metric} has no known direction (give the ranking a mode)")
+            continue
+        order = sorted(means, key=lambda k: means[k], reverse=mode == "max")
+        sign = " < " if mode == "min" else " > "
+        lines.append(f"- {st.datasets[d].label}: {r.metric} ranking "
+                     + sign.join(f"`{st.rows[k].display}` {fmt(means[k], 3)}" for k in order)
+                     + (f" (best first; {len(r.rows) - len(order)} row(s) without values)" if len(order) < len(r.rows)
+                        else " (best first)"))
+    return "\n".join(lines)
+
+
 def log_rows_markdown(col: Collected, lr: S.LogRowsDef) -> str:
     rec = col.run_of(lr.row, lr.data)
     rows = (rec.analyses.get(f"log:{lr.file}:{lr.epoch}:{lr.limit}") if rec else None) or []
@@ -518,6 +546,8 @@ def render(col: Collected, out: Path, *, command: str, doc: Path | None = None, 
             lines += [params_markdown(sec.params), ""]
         if sec.log_rows is not None:
             lines += [log_rows_markdown(col, sec.log_rows), ""]
+        if sec.ranking is not None:
+            lines += [ranking_markdown(col, sec.ranking), ""]
     if failed:
         lines += ["## Failed runs", ""]
         lines += [f"- `{r.path}`: {r.error}" for r in failed] + [""]

@@ -51,7 +51,7 @@ PROTOCOLS = ("fair", "fixed")
 FAIR_SEEDS, FAIR_DATA_SEEDS = 5, 2
 TESTS = ("t", "wilcoxon")
 FIGURE_KINDS = ("curves", "kl", "tsne", "sweep", "probes", "robust")
-STATS = ("mean", "delta", "p", "n")
+STATS = ("mean", "values", "delta", "p", "n")
 RESULT_FIELDS = ("params", "trainable_params", "seconds_per_epoch", "train_seconds", "epochs_run", "best_epoch",
                  "inference_ms_per_sample", "peak_rss_mb", "peak_gpu_mb")
 #: Reference rows every row-table gets unless it says ``references: false``.
@@ -268,6 +268,7 @@ class ClaimDef:
     margin: float | None = None
     test: str = "t"
     mode: str | None = None
+    than_metrics: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -310,6 +311,16 @@ class LogRowsDef:
 
 
 @dataclass
+class RankingDef:
+    """One line per dataset: the rows in order of their mean on ``metric`` (best first)."""
+
+    rows: list[str]
+    data: list[str]
+    metric: str
+    mode: str | None = None
+
+
+@dataclass
 class Section:
     heading: str | None = None
     text: str | None = None
@@ -319,6 +330,7 @@ class Section:
     figure: FigureDef | None = None
     params: ParamsDef | None = None
     log_rows: LogRowsDef | None = None
+    ranking: RankingDef | None = None
 
 
 @dataclass
@@ -376,6 +388,17 @@ def _near(name: str, choices: Iterable[str]) -> str:
     from mmib.config import suggest
 
     return suggest(name, list(choices))
+
+
+def default_references() -> list[str]:
+    """``linear`` and ``oracle``: the reference rows every model table gets (``linear`` once it is registered)."""
+    from mmib.models.registry import get_model
+
+    try:
+        get_model("linear")
+    except ConfigError:
+        return [r for r in DEFAULT_REFERENCES if r != "linear"]
+    return list(DEFAULT_REFERENCES)
 
 
 # ----------------------------------------------------------------------------- built-in studies
@@ -472,6 +495,8 @@ def parse_study(d: dict[str, Any], path: Path) -> Study:
         st.tuning = _tuning(d["tuning"], f"{w}: tuning")
     if "references" in d:
         st.references = [_str(r, f"{w}: references") for r in _list(d["references"], f"{w}: references")]
+    else:
+        st.references = default_references()
     datasets = _mapping(d.get("datasets"), f"{w}: datasets")
     if not datasets:
         raise _fail(w, "a study needs at least one entry under datasets")
@@ -592,14 +617,18 @@ def _rows(key: str, spec: Any, where: str) -> list[RowDef]:
     if missing:
         raise _fail(where, f"a grid row's name must contain {{{missing[0]}}} (one row per value)")
     values = [[scalar(v) for v in _list(grid[n], f"{where}.grid.{n}")] for n in names]
-    # A grid variable is the model (``model``), a template used somewhere in the entry ({name}),
-    # or else a model option of that name.
-    used = {n for n in names if "{" + n + "}" in repr(d)}
+    # A grid variable is the model (``model``), a template used in the entry's settings ({name} in
+    # options, train, set, ...; a label does not count), or else a model option of that name.
+    settings = repr({k: v for k, v in d.items() if k not in ("label", "paper")})
+    used = {n for n in names if "{" + n + "}" in settings}
     out = []
     for combo in itertools.product(*values):
         variables = dict(zip(names, combo))
         filled = fill_all(d, variables, where)
+        derived = "mean" in d or "oracle" in d  # a grid of derived rows only fills its templates
         for n, v in variables.items():
+            if derived:
+                continue
             if n == "model":
                 filled["model"] = v
             elif n not in used:
@@ -653,7 +682,7 @@ def _row(key: str, d: dict[str, Any], variables: dict[str, Any], where: str) -> 
     return row
 
 
-SECTION_KEYS = ("heading", "text", "file", "table", "claims", "figure", "params", "log_rows")
+SECTION_KEYS = ("heading", "text", "file", "table", "claims", "figure", "params", "log_rows", "ranking")
 
 
 def _section(st: Study, value: Any, index: int, where: str) -> Section:
@@ -670,12 +699,34 @@ def _section(st: Study, value: Any, index: int, where: str) -> Section:
         sec.params = _params(d["params"], f"{where}.params")
     if d.get("log_rows") is not None:
         sec.log_rows = _log_rows(st, d["log_rows"], f"{where}.log_rows")
+    if d.get("ranking") is not None:
+        sec.ranking = _ranking(st, d["ranking"], f"{where}.ranking")
     return sec
+
+
+def _ranking(st: Study, value: Any, where: str) -> RankingDef:
+    d = _mapping(value, where)
+    _keys(d, ("rows", "data", "metric", "mode"), where)
+    rows: list[str] = []
+    for r in _list(d.get("rows"), f"{where}.rows"):
+        rows.extend(st.match_rows(_str(r, f"{where}.rows"), f"{where}.rows"))
+    data = [_str(x, f"{where}.data") for x in _list(d.get("data"), where)]
+    for x in data:
+        if x not in st.datasets:
+            raise _fail(f"{where}.data", f"unknown dataset {x!r}{_near(x, st.datasets)}")
+    metric = _str(d.get("metric", ""), f"{where}.metric")
+    check_metric(metric, f"{where}.metric")
+    if not rows or not data:
+        raise _fail(where, "a ranking needs rows, data and a metric")
+    mode = d.get("mode")
+    if mode is not None and mode not in ("min", "max"):
+        raise _fail(f"{where}.mode", f"{mode!r}: choose min or max")
+    return RankingDef(rows, data, metric, mode)
 
 
 # ----------------------------------------------------------------------------- tables
 TABLE_KEYS = ("name", "title", "rows", "columns", "row", "data", "metric", "label", "percent", "digits", "best",
-              "references")
+              "references", "optional_rows")
 CELL_KEYS = ("row", "data", "metric", "stat", "vs", "paper", "label")
 
 
@@ -723,7 +774,12 @@ def _table(st: Study, value: Any, default_name: str, where: str) -> TableDef:
     d = _mapping(value, where)
     _keys(d, TABLE_KEYS, where)
     defaults = {k: d[k] for k in ("row", "data", "metric") if k in d}
-    rows = _entries(d.get("rows"), f"{where}.rows", "row")
+    rows = []
+    for r, rw in _entries(d.get("rows"), f"{where}.rows", "row"):
+        if set(r) == {"row"} and isinstance(r["row"], str) and any(ch in r["row"] for ch in "*?["):
+            rows.extend(({"row": k}, rw) for k in st.match_rows(r["row"], rw))  # a glob: every matching row
+        else:
+            rows.append((r, rw))
     cols = _entries(d.get("columns"), f"{where}.columns", "metric")
     if not rows:
         raise _fail(where, "a table needs rows")
@@ -731,7 +787,7 @@ def _table(st: Study, value: Any, default_name: str, where: str) -> TableDef:
         raise _fail(where, "a table needs columns")
     label = d.get("label")
     label_headers = [_str(x, f"{where}.label") for x in _list(label, where)] if label is not None else []
-    simple_rows = all(set(r) <= {"row", "label"} for r, _ in rows)
+    simple_rows = all(set(r) <= {"row", "label"} for r, _ in rows) and not any("row" in c for c, _ in cols)
     if d.get("references", simple_rows) and simple_rows:
         present = {r.get("row") for r, _ in rows}
         for ref in st.references:
@@ -747,10 +803,10 @@ def _table(st: Study, value: Any, default_name: str, where: str) -> TableDef:
         cells: list[CellRef | None] = []
         row_key = None
         for c, cw in cols:
-            variables = {**{k: v for k, v in defaults.items()}, **r, **c}
-            variables = {k: v for k, v in variables.items() if not isinstance(v, (dict, list))}
+            # the column's keys make the cell (a column's row template wins), the row's values fill templates
+            variables = {k: v for k, v in {**defaults, **c, **r}.items() if not isinstance(v, (dict, list))}
             spec = {k: v for k, v in {**defaults, **r, **{k: v for k, v in c.items() if k != "label"}}.items()}
-            ref = _cell(st, spec, variables, f"{rw} x {cw.rsplit('.', 1)[-1]}")
+            ref = _cell(st, spec, variables, f"{rw} x {cw.rsplit('.', 1)[-1]}", bool(d.get("optional_rows")))
             if ref is not None and row_key is None:
                 row_key = ref.row
             cells.append(ref)
@@ -805,7 +861,10 @@ def _header(st: Study, c: dict[str, Any], where: str) -> str:
     return " ".join(parts) or "value"
 
 
-def _cell(st: Study, spec: dict[str, Any], variables: dict[str, Any], where: str) -> CellRef | None:
+def _cell(st: Study, spec: dict[str, Any], variables: dict[str, Any], where: str,
+          optional_rows: bool = False) -> CellRef | None:
+    """The cell a table row and column make; None (n/a) where the row does not run on the dataset, or where
+    a templated row does not exist and the table says ``optional_rows: true``."""
     extra = [k for k in spec if k not in CELL_KEYS]
     text = {k: fill(_str(v, f"{where}.{k}"), variables, f"{where}.{k}") if isinstance(v, str) else v
             for k, v in spec.items() if k in CELL_KEYS}
@@ -824,6 +883,8 @@ def _cell(st: Study, spec: dict[str, Any], variables: dict[str, Any], where: str
     if row is not None:
         row = str(row)
         if row not in st.rows:
+            if optional_rows and "{" in str(spec.get("row")):
+                return None
             raise _fail(where, f"unknown row {row!r}{_near(row, st.rows)}")
         r = st.rows[row]
         if not r.applies_to(data) or (r.kind == "mean" and not all(st.rows[m].applies_to(data) for m in r.members)):
@@ -846,8 +907,8 @@ def _cell(st: Study, spec: dict[str, Any], variables: dict[str, Any], where: str
 
 
 # ----------------------------------------------------------------------------- claims, figures, extras
-CLAIM_KEYS = ("id", "text", "better", "than", "fails", "metric", "data", "alpha", "min_effect", "margin", "test",
-              "mode")
+CLAIM_KEYS = ("id", "text", "better", "than", "than_metrics", "fails", "metric", "data", "alpha", "min_effect",
+              "margin", "test", "mode")
 
 
 def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
@@ -863,7 +924,15 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
     than: list[str] = []
     for t in _list(d.get("than"), f"{where}.than"):
         than.extend(st.match_rows(_str(t, f"{where}.than"), f"{where}.than"))
-    than = [t for t in than if t != better]
+    than_metrics = [_str(m, f"{where}.than_metrics") for m in _list(d.get("than_metrics"), where)]
+    for m in than_metrics:
+        check_metric(m, f"{where}.than_metrics")
+    if than_metrics:  # one row, its metric against its other metrics (paired by run)
+        if kind == "fails" or d.get("than") is not None:
+            raise _fail(where, "than_metrics compares the row's metric with its other metrics: drop than")
+        than = [better] * len(than_metrics)
+    else:
+        than = [t for t in than if t != better]
     if not than:
         raise _fail(where, "a claim compares with at least one other row: than")
     datasets = [_str(x, f"{where}.data") for x in _list(d.get("data"), where)]
@@ -895,7 +964,7 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
     if "min_effect" in nums and "margin" in nums:
         raise _fail(where, "a claim has either min_effect (superiority) or margin (non-inferiority), not both")
     alpha = _alpha(d.get("alpha", st.alpha), f"{where}.alpha")
-    base_id = str(d.get("id") or f"{better} vs {', '.join(than)}")
+    base_id = str(d.get("id") or f"{better} vs {', '.join(than_metrics or than)}")
     text = str(d.get("text") or (f"{better} fails more often than {', '.join(than)}" if kind == "fails"
                                  else f"{better} is better than {', '.join(than)} on {metric}"))
     for r in [better, *than]:
@@ -904,7 +973,7 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
             if not row.applies_to(x):
                 raise _fail(where, f"row {r!r} is not run on dataset {x!r} (its datasets: {', '.join(row.datasets or [])})")
     return [ClaimDef(f"{base_id} [{x}]" if len(datasets) > 1 else base_id, text, better, than, metric, x, alpha, kind,
-                     nums.get("min_effect"), nums.get("margin"), test, mode) for x in datasets]
+                     nums.get("min_effect"), nums.get("margin"), test, mode, than_metrics) for x in datasets]
 
 
 FIGURE_KEYS = ("kind", "name", "title", "rows", "data", "metric", "x", "span", "points", "log", "representations",
