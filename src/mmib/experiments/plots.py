@@ -270,7 +270,7 @@ def probe_bars(groups: Sequence[tuple[str, dict[str, float]]], path: Path, title
     parts: list[str] = []
     for _, values in groups:
         parts.extend(p for p in values if p not in parts)
-    fig, axes = new_figure(1, 1, max(3.2, 0.5 * len(parts) * max(1, len(groups)) / 2), 2.6)
+    fig, axes = new_figure(1, 1, max(4.8, 0.35 * len(parts) * max(1, len(groups)) + 1.5), 2.8)
     ax = axes[0]
     width = 0.8 / max(1, len(groups))
     for i, (label, values) in enumerate(groups):
