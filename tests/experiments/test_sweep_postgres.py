@@ -1,8 +1,8 @@
 """A sweep shared through a real PostgreSQL server: two local workers, then a second "machine" joining.
 
 The server is the one ``.ci/run`` starts (``MMIB_TEST_POSTGRES_URL``), else a
-throwaway cluster this module starts itself; the test is skipped, with the
-reason, only where neither is possible.
+throwaway cluster that the ``postgres_url`` fixture (``conftest.py``) starts; the
+test is skipped, with the reason, only where neither is possible.
 """
 
 from __future__ import annotations

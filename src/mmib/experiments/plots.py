@@ -240,7 +240,7 @@ def sweep_panels(
     (e.g. a drawn beta and the accuracy it gave). ``x = 0`` is left out on a log axis.
     """
     rows, cols = _grid(len(panels), 3)
-    fig, axes = new_figure(rows, cols, 3.4, 2.6)
+    fig, axes = new_figure(rows, cols, 3.4 if cols > 1 else 5.0, 2.6)  # one panel: room for the title
     for ax, panel in zip(axes, panels):
         for label, xs, ms, ss in panel["series"]:
             keep = [i for i, x in enumerate(xs) if not (log and x <= 0)]

@@ -131,8 +131,13 @@ def cell_result(col: Collected, ref: S.CellRef | None, table: S.TableDef | None 
             if failed:
                 text = f"failed ({failed} of {total})"
     else:
-        constant = n > 1 and s == 0 and float(m).is_integer()  # e.g. a parameter count
-        text = fmt(m * scale, shown) + (f" ± {fmt(s * scale, shown)}" if n > 1 and not constant else "")
+        counts = ref.metric.startswith("results.") and all(float(v).is_integer() for v in values.values())
+        if counts and float(m).is_integer() and (n == 1 or s == 0):
+            text = fmt(m, 0)
+        elif counts:
+            text = f"{m:.1f}" + (f" ± {s:.1f}" if n > 1 else "")
+        else:
+            text = fmt(m * scale, shown) + (f" ± {fmt(s * scale, shown)}" if n > 1 else "")
         if n < expected:
             text += f" ({n} of {expected})"
     return CellResult(ref, text, m, s, n, {_pair_key(p): v for p, v in values.items()}, runs)
@@ -271,8 +276,7 @@ def claims_markdown(results: Sequence[ClaimResult], st: S.Study) -> str:
             what = f"vs {e.than}" + (f", margin {c.margin:g}" if c.margin is not None else "") + \
                 (f", min effect {c.min_effect:g}" if c.min_effect is not None else "")
             effect = "-" if e.n == 0 else f"{_num(e.mean)} [{_num(e.ci[0])}, {_num(e.ci[1])}]"
-            dz = "-" if not math.isfinite(e.dz) and not math.isinf(e.dz) else \
-                f"{e.dz:+.2f} [{e.dz_ci[0]:+.2f}, {e.dz_ci[1]:+.2f}]"
+            dz = "-" if math.isnan(e.dz) else f"{e.dz:+.2f} [{_dz(e.dz_ci[0])}, {_dz(e.dz_ci[1])}]"
             rows.append([first, f"{what} ({c.metric}, {arrow} is better)", str(e.n), effect, dz, _p(e.p_adjusted),
                          f"{e.verdict}: {e.reason}"])
     table = markdown_table(["claim: verdict", "comparison", "pairs", "effect (95 % CI)", "d_z (95 % CI)", "p (Holm)",
@@ -288,6 +292,10 @@ def claims_markdown(results: Sequence[ClaimResult], st: S.Study) -> str:
                  f"(equal tuning budget, >= {S.FAIR_SEEDS} seeds x {S.FAIR_DATA_SEEDS} data seeds): "
                  "the verdicts hold for these settings only.")
     return table + "\n\n" + note
+
+
+def _dz(v: float) -> str:
+    return "-" if math.isnan(v) else f"{v:+.2f}"
 
 
 def _p(p: float) -> str:

@@ -710,14 +710,11 @@ def _ranking(st: Study, value: Any, where: str) -> RankingDef:
     rows: list[str] = []
     for r in _list(d.get("rows"), f"{where}.rows"):
         rows.extend(st.match_rows(_str(r, f"{where}.rows"), f"{where}.rows"))
-    data = [_str(x, f"{where}.data") for x in _list(d.get("data"), where)]
-    for x in data:
-        if x not in st.datasets:
-            raise _fail(f"{where}.data", f"unknown dataset {x!r}{_near(x, st.datasets)}")
+    data = _data_keys(st, d, where, "a ranking")
     metric = _str(d.get("metric", ""), f"{where}.metric")
     check_metric(metric, f"{where}.metric")
-    if not rows or not data:
-        raise _fail(where, "a ranking needs rows, data and a metric")
+    if not rows:
+        raise _fail(where, "a ranking needs rows")
     mode = d.get("mode")
     if mode is not None and mode not in ("min", "max"):
         raise _fail(f"{where}.mode", f"{mode!r}: choose min or max")
@@ -787,7 +784,7 @@ def _table(st: Study, value: Any, default_name: str, where: str) -> TableDef:
         raise _fail(where, "a table needs columns")
     label = d.get("label")
     label_headers = [_str(x, f"{where}.label") for x in _list(label, where)] if label is not None else []
-    simple_rows = all(set(r) <= {"row", "label"} for r, _ in rows) and not any("row" in c for c, _ in cols)
+    simple_rows = all(set(r) <= {"row", "label", "paper"} for r, _ in rows) and not any("row" in c for c, _ in cols)
     if d.get("references", simple_rows) and simple_rows:
         present = {r.get("row") for r, _ in rows}
         for ref in st.references:
@@ -820,9 +817,7 @@ def _table(st: Study, value: Any, default_name: str, where: str) -> TableDef:
     digits = d.get("digits", 3)
     if not isinstance(digits, int) or isinstance(digits, bool) or not 0 <= digits <= 8:
         raise _fail(f"{where}.digits", f"expected a whole number in 0..8, got {digits!r}")
-    name = str(d.get("name") or default_name)
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise _fail(f"{where}.name", f"{name!r}: use letters, digits, '.', '_' and '-' (it names files)")
+    name = _file_name(str(d.get("name") or default_name), where)
     return TableDef(name, str(d.get("title") or ""), label_headers, headers, lines, bool(d.get("percent", True)),
                     digits, bool(d.get("best", True)))
 
@@ -906,6 +901,23 @@ def _cell(st: Study, spec: dict[str, Any], variables: dict[str, Any], where: str
     return CellRef(row, str(data), metric, stat, str(vs) if vs else None, str(paper) if paper else None)
 
 
+def _data_keys(st: Study, d: dict[str, Any], where: str, what: str) -> list[str]:
+    """The ``data`` entry of a claim, figure or ranking: dataset keys of the study (one or a list)."""
+    data = [_str(x, f"{where}.data") for x in _list(d.get("data"), where)]
+    if not data:
+        raise _fail(where, f"{what} needs data (a dataset key or a list)")
+    for x in data:
+        if x not in st.datasets:
+            raise _fail(f"{where}.data", f"unknown dataset {x!r}{_near(x, st.datasets)}")
+    return data
+
+
+def _file_name(name: str, where: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise _fail(f"{where}.name", f"{name!r}: use letters, digits, '.', '_' and '-' (it names files)")
+    return name
+
+
 # ----------------------------------------------------------------------------- claims, figures, extras
 CLAIM_KEYS = ("id", "text", "better", "than", "than_metrics", "fails", "metric", "data", "alpha", "min_effect",
               "margin", "test", "mode")
@@ -935,12 +947,7 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
         than = [t for t in than if t != better]
     if not than:
         raise _fail(where, "a claim compares with at least one other row: than")
-    datasets = [_str(x, f"{where}.data") for x in _list(d.get("data"), where)]
-    if not datasets:
-        raise _fail(where, "a claim needs data (a dataset key or a list)")
-    for x in datasets:
-        if x not in st.datasets:
-            raise _fail(f"{where}.data", f"unknown dataset {x!r}{_near(x, st.datasets)}")
+    datasets = _data_keys(st, d, where, "a claim")
     metric = _str(d.get("metric", ""), f"{where}.metric") if kind == "compare" or d.get("metric") else "failed"
     if kind == "compare":
         if not metric:
@@ -994,15 +1001,8 @@ def _figure(st: Study, value: Any, default_name: str, where: str) -> FigureDef:
     bad = [r for r in rows if st.rows[r].kind != "model"]
     if bad:
         raise _fail(f"{where}.rows", f"{bad[0]!r} is not a model row (figures show trained runs)")
-    data = [_str(x, f"{where}.data") for x in _list(d.get("data"), where)]
-    if not data:
-        raise _fail(where, "a figure needs data (a dataset key or a list)")
-    for x in data:
-        if x not in st.datasets:
-            raise _fail(f"{where}.data", f"unknown dataset {x!r}{_near(x, st.datasets)}")
-    name = str(d.get("name") or default_name)
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
-        raise _fail(f"{where}.name", f"{name!r}: use letters, digits, '.', '_' and '-' (it names files)")
+    data = _data_keys(st, d, where, "a figure")
+    name = _file_name(str(d.get("name") or default_name), where)
     f = FigureDef(kind, name, str(d.get("title") or ""), rows, data, d.get("metric"), d.get("x"),
                   [str(s) for s in _list(d.get("span"), where)], None, bool(d.get("log", True)))
     if kind == "sweep":

@@ -191,12 +191,14 @@ def decide(effects: list[Effect], alpha: float, *, min_effect: float | None = No
                                                   f"of {min_effect:g}")
         else:
             e.verdict, e.reason = INCONCLUSIVE, f"p = {p:.3g} >= {alpha:g}"
-    verdicts = [e.verdict for e in effects]
+    return combine([e.verdict for e in effects])
+
+
+def combine(verdicts: Sequence[str]) -> str:
+    """A claim's verdict from its comparisons': holds if all hold, does not hold if any does not, else inconclusive."""
     if verdicts and all(v == HOLDS for v in verdicts):
         return HOLDS
-    if DOES_NOT_HOLD in verdicts:
-        return DOES_NOT_HOLD
-    return INCONCLUSIVE
+    return DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts else INCONCLUSIVE
 
 
 @dataclass
@@ -251,10 +253,7 @@ def decide_failures(effects: list[FailureEffect], alpha: float, min_effect: floa
                                                   f"[{e.rate_ci[0]:.2f}, {e.rate_ci[1]:.2f}] excludes {min_effect:g}")
         else:
             e.verdict, e.reason = INCONCLUSIVE, f"Fisher's exact p = {p:.3g} >= {alpha:g}"
-    verdicts = [e.verdict for e in effects]
-    if verdicts and all(v == HOLDS for v in verdicts):
-        return HOLDS
-    return DOES_NOT_HOLD if DOES_NOT_HOLD in verdicts else INCONCLUSIVE
+    return combine([e.verdict for e in effects])
 
 
 def summarise(values: Sequence[float]) -> tuple[float, float, int]:
