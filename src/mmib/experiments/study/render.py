@@ -100,6 +100,8 @@ def cell_result(col: Collected, ref: S.CellRef | None, table: S.TableDef | None 
     runs = {_pair_key(p): v for p, v in col.sources(ref.row, ref.data).items()}
     expected = len(st.pairs)
     if ref.stat in ("delta", "p"):
+        if ref.vs == ref.row:
+            return CellResult(ref, "")  # a row against itself
         other = col.values(ref.vs, ref.data, ref.metric)
         pairs = sorted(p for p in values if p in other)
         diffs = [values[p] - other[p] for p in pairs]
