@@ -391,6 +391,7 @@ def figure(col: Collected, f: S.FigureDef, out: Path) -> tuple[list[Path], str]:
         return [plots.probe_bars(groups, fig_dir / f"{f.name}.png", title, f"held-out {f.metric}")], \
             f.title or f"held-out {f.metric} of a ridge probe from each representation to each ground-truth part"
     if f.kind == "robust":
+        from mmib.experiments.report import _demote
         from mmib.experiments.robust import RobustnessResult, plot, render_markdown
 
         rec = col.run_of(f.rows[0], f.data[0])
@@ -400,7 +401,7 @@ def figure(col: Collected, f: S.FigureDef, out: Path) -> tuple[list[Path], str]:
         r = RobustnessResult(**a)
         path = plot(r, fig_dir / f"{f.name}.png")
         return [path], (f.title or f"{st.rows[f.rows[0]].display} (first seed pair) under noise on each modality "
-                        "and with each removed") + "\n\n" + render_markdown(r).strip()
+                        "and with each removed") + "\n\n" + "\n".join(_demote(render_markdown(r))).strip()
     raise AssertionError(f.kind)
 
 
