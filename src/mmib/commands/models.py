@@ -17,12 +17,13 @@ ORDER = 10
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="also list each model's options and defaults")
+    p.add_argument("-d", "--data", help="with -v: the defaults a model gets on this dataset (its presets applied)")
     p.add_argument("--params", action="store_true", help="print parameter counts for the inputs given by --dims")
     p.add_argument("--dims", default="text=768,audio=74,vision=47",
                    help="modality widths NAME=WIDTH,... (default: CMU-MOSI's text=768,audio=74,vision=47)")
     p.add_argument("--seq-len", type=int, help="modalities are sequences of this length (default: vectors)")
     p.add_argument("--task", default="regression", help="regression (default), binary or multiclass:K")
-    p.add_argument("--models", help="comma-separated models to count (default: all)")
+    p.add_argument("--models", help="comma-separated models to list or count (default: all)")
     p.add_argument("--text-model", help="local Hugging Face model directory for a 'bert' text encoder "
                    "(token length = --seq-len or 50); add --set text_encoder.random_init=true for a config-only folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -37,13 +38,16 @@ def run(args: argparse.Namespace) -> int:
     from mmib.models.registry import list_models
 
     entries = list_models()
+    if args.models:
+        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+        from mmib.models.registry import get_model
+
+        entries = [get_model(m) for m in wanted]
     width = max(len(e.name) for e in entries)
     for e in entries:
         print(f"{e.name.ljust(width)}  {e.description}")
         if args.verbose:
-            for f in dataclasses.fields(e.cls.Options):
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                print(f"{'':{width}}    {f.name} = {default!r}")
+            _print_defaults(e, width, args.data)
     return 0
 
 
@@ -64,3 +68,33 @@ def _params(args: argparse.Namespace) -> int:
     print(f"Parameters for {shape} ({spec.task.kind}{', text: ' + args.text_model if args.text_model else ''})")
     print(params_table(rows, "concat"))
     return 0
+
+
+def _print_defaults(entry: object, width: int, data: str | None) -> None:
+    """Each option's default; with a dataset, the values its presets fill (and their training options)."""
+    import dataclasses
+
+    from mmib.models.registry import model_options
+
+    name = entry.name  # type: ignore[attr-defined]
+    options = model_options(name, {})
+    applied: dict[str, object] = {}
+    sources: list[str] = []
+    if data:
+        from mmib.api import make_config
+
+        cfg = make_config(name, data)
+        applied, sources = cfg.preset.applied, cfg.preset.sources
+        options = model_options(name, cfg.model.options)
+    builtin = model_options(name, {})
+    pad = " " * width
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if any(k == f"model.{f.name}" or k.startswith(f"model.{f.name}.") for k in applied):
+            print(f"{pad}    {f.name} = {value!r}    (preset; built-in default {getattr(builtin, f.name)!r})")
+        else:
+            print(f"{pad}    {f.name} = {value!r}")
+    if data:
+        train = ", ".join(f"{k[len('train.'):]}={v!r}" for k, v in applied.items() if k.startswith("train."))
+        print(f"{pad}    training options from presets on {data}: {train or 'none'}"
+              f"  [presets: {'; '.join(sources) if sources else 'none match'}]")
