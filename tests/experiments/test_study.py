@@ -119,6 +119,17 @@ def test_grids_globs_mean_rows_and_table_templates_expand(tmp_path):
     assert t.lines[1].cells[1].row == "c-mib/add" and t.lines[1].cells[1].metric == "mae"
 
 
+def test_linear_and_the_oracle_are_the_default_reference_rows(tmp_path):
+    d = tiny_study()
+    del d["references"]
+    st = parse(tmp_path, d)
+    assert st.references == ["linear", "oracle"]
+    assert st.rows["linear"].model == "linear" and st.rows["oracle"].kind == "oracle"
+    lines = st.tables[0].lines
+    assert [line.labels[0] for line in lines] == ["concat", "late", "linear", "oracle"]
+    assert [line.reference for line in lines] == [False, False, True, True]
+
+
 def test_the_fair_protocol_is_the_default_for_claims(tmp_path):
     d = tiny_study()
     del d["protocol"]

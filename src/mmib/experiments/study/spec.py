@@ -391,13 +391,7 @@ def _near(name: str, choices: Iterable[str]) -> str:
 
 
 def default_references() -> list[str]:
-    """``linear`` and ``oracle``: the reference rows every model table gets (``linear`` once it is registered)."""
-    from mmib.models.registry import get_model
-
-    try:
-        get_model("linear")
-    except ConfigError:
-        return [r for r in DEFAULT_REFERENCES if r != "linear"]
+    """``linear`` and ``oracle``: the reference rows every model table gets unless the study says otherwise."""
     return list(DEFAULT_REFERENCES)
 
 
