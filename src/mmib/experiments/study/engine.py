@@ -259,9 +259,8 @@ def tune_cells(plan: Plan, storage: str, jobs: int, overrides: Sequence[str], lo
     from mmib.experiments.sweep import sweep
 
     st = plan.study
-    assert st.tuning is not None or not plan.untuned
     best: dict[tuple[str, str], dict[str, Any]] = {}
-    for cell in plan.untuned:
+    for cell in plan.untuned:  # only cells of a study with a tuning budget are untuned
         row, data = st.rows[cell[0]], st.datasets[cell[1]]
         assert st.tuning is not None and row.model is not None
         space = space_for(st, row.model)

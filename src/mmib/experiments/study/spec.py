@@ -854,10 +854,9 @@ def _cell(st: Study, spec: dict[str, Any], variables: dict[str, Any], where: str
           optional_rows: bool = False) -> CellRef | None:
     """The cell a table row and column make; None (n/a) where the row does not run on the dataset, or where
     a templated row does not exist and the table says ``optional_rows: true``."""
-    extra = [k for k in spec if k not in CELL_KEYS]
+    # keys other than CELL_KEYS are template variables only
     text = {k: fill(_str(v, f"{where}.{k}"), variables, f"{where}.{k}") if isinstance(v, str) else v
             for k, v in spec.items() if k in CELL_KEYS}
-    del extra  # other keys are template variables
     data = text.get("data")
     if data is None:
         raise _fail(where, "no dataset for this cell (set data on the table, its row or its column)")
