@@ -75,6 +75,9 @@ def parse(tmp_path: Path, d: dict):
     ({"sections": [{"figure": {"kind": "pie", "rows": ["concat"], "data": ["msa"]}}]}, "figure.kind: 'pie'"),
     ({"rows": {"concat": {}, "late": {}, "c-mib b={beta}": {"model": "c-mib"}}}, None),  # no grid: just a name
     ({"rows": {"c-mib": {"model": "c-mib", "grid": {"beta": [0, 1]}}}}, "must contain {beta}"),
+    ({"sections": [{"file": "../../etc/passwd"}]}, "sections[0].file: '../../etc/passwd': a .md or .txt file name"),
+    ({"sections": [{"table": {"name": "a/b", "data": "msa", "rows": ["concat"], "columns": ["mae"]}}]},
+     "table.name: 'a/b'"),
 ])
 def test_schema_errors_are_one_line_and_name_the_file_and_key(tmp_path, change, message):
     d = tiny_study(**change)

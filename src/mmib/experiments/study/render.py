@@ -227,12 +227,21 @@ class ClaimResult:
     mode: str | None
     note: str = ""
 
+    runs: dict[str, dict[str, list[str]]] | None = None
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self.claim), "verdict": self.verdict, "mode": self.mode, "note": self.note,
-                "effects": [e.to_dict() for e in self.effects]}
+                "effects": [e.to_dict() for e in self.effects], "runs": self.runs}
 
 
 def claim_result(col: Collected, c: S.ClaimDef) -> ClaimResult:
+    """The claim's effects and verdict, with the run directories of every row it compares."""
+    result = _claim_result(col, c)
+    result.runs = {r: {_pair_key(p): v for p, v in col.sources(r, c.data).items()} for r in dict.fromkeys([c.better, *c.than])}
+    return result
+
+
+def _claim_result(col: Collected, c: S.ClaimDef) -> ClaimResult:
     if c.kind == "fails":
         monitor = None
         effects = []
@@ -433,13 +442,16 @@ def params_markdown(p: S.ParamsDef) -> str:
     return "\n".join(out)
 
 
-def ranking_markdown(col: Collected, r: S.RankingDef) -> str:
+def ranking_markdown(col: Collected, r: S.RankingDef) -> tuple[str, list[dict[str, Any]]]:
+    """One line per dataset with the rows in order of their means; and those means (for study.json)."""
     st = col.study
     mode = metric_direction(r.metric, r.mode)
-    lines = []
+    lines, data = [], []
     for d in r.data:
         means = {row: stats.summarise(list(col.values(row, d, r.metric).values()))[0] for row in r.rows}
         means = {k: v for k, v in means.items() if math.isfinite(v)}
+        data.append({"data": d, "metric": r.metric, "mode": mode, "means": means,
+                     "runs": {row: {_pair_key(p): v for p, v in col.sources(row, d).items()} for row in r.rows}})
         if mode is None:
             lines.append(f"- {st.datasets[d].label}: {r.metric} has no known direction (give the ranking a mode)")
             continue
@@ -449,7 +461,7 @@ def ranking_markdown(col: Collected, r: S.RankingDef) -> str:
                      + sign.join(f"`{st.rows[k].display}` {fmt(means[k], 3)}" for k in order)
                      + (f" (best first; {len(r.rows) - len(order)} row(s) without values)" if len(order) < len(r.rows)
                         else " (best first)"))
-    return "\n".join(lines)
+    return "\n".join(lines), data
 
 
 def log_rows_markdown(col: Collected, lr: S.LogRowsDef) -> str:
@@ -515,7 +527,7 @@ def render(col: Collected, out: Path, *, command: str, doc: Path | None = None, 
                                          "protocol": st.protocol, "seeds": st.seeds, "data_seeds": st.data_seeds,
                                          "split": st.split, "alpha": st.alpha, "reduced": reduced,
                                          "generated": time.strftime("%Y-%m-%d %H:%M:%S")},
-                               "tables": [], "claims": [], "figures": [], "runs": {}, "measures": [],
+                               "tables": [], "claims": [], "figures": [], "rankings": [], "runs": {}, "measures": [],
                                "tuning": [asdict(t) for t in col.plan.tuning.values()]}
     for i, sec in enumerate(st.sections):
         if sec.heading:
@@ -548,15 +560,22 @@ def render(col: Collected, out: Path, *, command: str, doc: Path | None = None, 
                       ""]
             if "\n" in caption:
                 lines += [caption.split("\n", 1)[1].strip(), ""]
-            payload["figures"].append({"name": sec.figure.name, "kind": sec.figure.kind,
-                                       "files": [f.relative_to(out).as_posix() for f in files],
-                                       "rows": sec.figure.rows, "data": sec.figure.data})
+            fig = sec.figure
+            payload["figures"].append({
+                "name": fig.name, "kind": fig.kind, "files": [f.relative_to(out).as_posix() for f in files],
+                "rows": fig.rows, "data": fig.data,
+                "values": {f"{r} | {d}": {_pair_key(p): v for p, v in col.values(r, d, fig.metric).items()}
+                           for r in fig.rows for d in fig.data} if fig.kind == "sweep" and fig.metric else None,
+                "runs": {f"{r} | {d}": {_pair_key(p): v for p, v in col.sources(r, d).items()}
+                         for r in fig.rows for d in fig.data}})
         if sec.params is not None:
             lines += [params_markdown(sec.params), ""]
         if sec.log_rows is not None:
             lines += [log_rows_markdown(col, sec.log_rows), ""]
         if sec.ranking is not None:
-            lines += [ranking_markdown(col, sec.ranking), ""]
+            text, ranked = ranking_markdown(col, sec.ranking)
+            lines += [text, ""]
+            payload["rankings"].extend(ranked)
     if failed:
         lines += ["## Failed runs", ""]
         lines += [f"- `{r.path}`: {r.error}" for r in failed] + [""]

@@ -683,6 +683,9 @@ def _section(st: Study, value: Any, index: int, where: str) -> Section:
     d = _mapping(value, where)
     _keys(d, SECTION_KEYS, where)
     sec = Section(heading=d.get("heading"), text=d.get("text"), file=d.get("file"))
+    if sec.file is not None and not re.fullmatch(r"[A-Za-z0-9._-]+\.(md|txt)", str(sec.file)):
+        raise _fail(f"{where}.file", f"{sec.file!r}: a .md or .txt file name beside the document or the study "
+                                     "(no directories)")
     if d.get("table") is not None:
         sec.table = _table(st, d["table"], f"t{index}", f"{where}.table")
     for i, c in enumerate(_list(d.get("claims"), f"{where}.claims")):
