@@ -51,6 +51,25 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _params(args: argparse.Namespace) -> int:
+    from mmib.models.complexity import count_parameters, params_table, parse_dims, parse_task, spec_from_dims
+    from mmib.models.registry import list_models
+
+    dims = parse_dims(args.dims)
+    names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [e.name for e in list_models()]
+    sets = list(args.overrides)
+    tokens = None
+    if args.text_model:
+        tokens = args.seq_len or 50
+        sets.append(f"text_model={args.text_model}")
+    spec = spec_from_dims(dims, args.seq_len, parse_task(args.task), tokens)
+    rows = count_parameters(names, spec, sets)
+    shape = ", ".join(f"{n} {'%dx' % args.seq_len if args.seq_len else ''}{d}" for n, d in dims.items())
+    print(f"Parameters for {shape} ({spec.task.kind}{', text: ' + args.text_model if args.text_model else ''})")
+    print(params_table(rows, "concat"))
+    return 0
+
+
 def _print_defaults(entry: object, width: int, data: str | None) -> None:
     """Each option's default; with a dataset, the values its presets fill (and their training options)."""
     import dataclasses
