@@ -98,32 +98,3 @@ def _print_defaults(entry: object, width: int, data: str | None) -> None:
         train = ", ".join(f"{k[len('train.'):]}={v!r}" for k, v in applied.items() if k.startswith("train."))
         print(f"{pad}    training options from presets on {data}: {train or 'none'}"
               f"  [presets: {'; '.join(sources) if sources else 'none match'}]")
-
-
-def _params(args: argparse.Namespace) -> int:
-    from mmib.eval.tables import markdown_table
-    from mmib.models.complexity import count_parameters, overhead, parse_dims, parse_task, spec_from_dims
-    from mmib.models.registry import list_models
-
-    dims = parse_dims(args.dims)
-    names = [m.strip() for m in args.models.split(",") if m.strip()] if args.models else [e.name for e in list_models()]
-    sets = list(args.overrides)
-    tokens = None
-    if args.text_model:
-        tokens = args.seq_len or 50
-        sets.append(f"text_model={args.text_model}")
-    spec = spec_from_dims(dims, args.seq_len, parse_task(args.task), tokens)
-    rows = count_parameters(names, spec, sets)
-    extra = overhead(rows, "concat")
-    shape = ", ".join(f"{n} {'%dx' % args.seq_len if args.seq_len else ''}{d}" for n, d in dims.items())
-    print(f"Parameters for {shape} ({spec.task.kind}{', text: ' + args.text_model if args.text_model else ''})")
-    table = []
-    for r in rows:
-        if r.params is None:
-            table.append([r.model, "-", "-", "-", "-", f"n/a: {r.error}"])
-            continue
-        d, frac = extra.get(r.model, (None, None))
-        table.append([r.model, f"{r.params:,}", f"{r.trainable:,}", "-" if d is None else f"{d:+,}",
-                      "-" if frac is None else f"{100 * frac:+.2f} %", ""])
-    print(markdown_table(["model", "params", "trainable", "vs concat", "vs concat %", "note"], table))
-    return 0
