@@ -115,9 +115,11 @@ def parse_data(text: str) -> list[tuple[str, list[str]]]:
     return out
 
 
-def has_separately(python: str, env: dict[str, str]) -> bool:
+def compare_flags(python: str, env: dict[str, str]) -> set[str]:
+    """Which of ``--separately`` (ensembles exist) and ``--no-reference`` (compare adds the linear
+    reference model unless told not to) the installed ``mmib compare`` knows."""
     help_text = subprocess.run([python, "-m", "mmib", "compare", "--help"], capture_output=True, text=True, env=env).stdout
-    return "--separately" in help_text
+    return {f for f in ("--separately", "--no-reference") if f in help_text}
 
 
 def run_commands(commands: list[list[str]], jobs: int, env: dict[str, str], log: Path) -> list[int]:
@@ -140,7 +142,7 @@ def run_commands(commands: list[list[str]], jobs: int, env: dict[str, str], log:
     return codes
 
 
-def study_way(way: str, args: argparse.Namespace, env: dict[str, str], root: Path, separately: bool) -> dict:
+def study_way(way: str, args: argparse.Namespace, env: dict[str, str], root: Path, flags: set[str]) -> dict:
     """Train the study one way; wall s, tree CPU s, runs finished."""
     out = root / way
     shutil.rmtree(out, ignore_errors=True)
@@ -160,12 +162,13 @@ def study_way(way: str, args: argparse.Namespace, env: dict[str, str], root: Pat
             commands.append([args.python, "-m", "mmib", "compare", "-m", args.models, "-d", data, "--seeds",
                              str(args.seeds), "--jobs", str(args.jobs), "--epochs", str(args.epochs), "--device",
                              args.run_device, "--out", str(out / data), *sets,
-                             *(["--separately"] if way == "compare" and separately else [])])
+                             *(["--separately"] if way == "compare" and "--separately" in flags else []),
+                             *(["--no-reference"] if "--no-reference" in flags else [])])
     start = time.perf_counter()
     with TreeCPU() as cpu:
         codes = run_commands(commands, args.jobs if way == "separate" else 1, env, out / "log.txt")
     wall = time.perf_counter() - start
-    results = sorted(out.glob("*/*/seed*/results.json"))
+    results = sorted(r for m in models for r in out.glob(f"*/{m}/seed*/results.json"))
     train_s = [float(json.loads(r.read_text()).get("train_seconds") or 0.0) for r in results]
     return {"way": way, "wall": wall, "cpu": cpu.seconds, "runs": len(results), "failed_cmds": sum(c != 0 for c in codes),
             "train_s": statistics.mean(train_s) if train_s else float("nan")}
@@ -289,8 +292,8 @@ def main() -> int:
     unknown = set(ways) - set(WAYS)
     if unknown:
         ap.error(f"--ways: unknown {', '.join(sorted(unknown))}; choose from {', '.join(WAYS)}")
-    separately = has_separately(args.python, env)
-    if "together" in ways and not separately:
+    flags = compare_flags(args.python, env)
+    if "together" in ways and "--separately" not in flags:
         print("note: this mmib has no ensembles (`mmib compare --separately` is unknown): 'together' equals 'compare'")
     root = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="mmib-study-"))
     planned = len(args.models.split(",")) * len(parse_data(args.data)) * args.seeds
@@ -298,7 +301,7 @@ def main() -> int:
           f"{args.jobs} processes; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
     rows = []
     for way in ways:
-        row = study_way(way, args, env, root, separately)
+        row = study_way(way, args, env, root, flags)
         print(f"{way}: {row['runs']} runs in {row['wall']:.1f} s wall, {row['cpu']:.1f} CPU s", flush=True)
         rows.append(row)
     print_study(rows, planned)

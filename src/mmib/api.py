@@ -16,7 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmib.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_overrides, dump_config, load_config
+from mmib.config import (
+    DataConfig, ModelConfig, RunConfig, TrainConfig, apply_overrides, copy_config, dump_config, load_config,
+    read_config_dict,
+)
 from mmib.data.dataset import Batch, DatasetSpec, MultimodalDataset, Standardizer
 from mmib.data.registry import load_dataset
 from mmib.errors import ConfigError, DataError, RunError
@@ -47,12 +50,20 @@ def make_config(
     overrides: list[str] | None = None,
     **train_options: Any,
 ) -> RunConfig:
-    """Assemble a :class:`RunConfig` from a base config, names, options and ``key=value`` overrides."""
+    """Assemble a :class:`RunConfig` from a base config, names, options and ``key=value`` overrides,
+    then fill what none of them set from the model's and dataset's presets (:mod:`mmib.presets`)."""
+    from mmib import presets
+
     if isinstance(config, (str, Path)):
         cfg = load_config(config)
+        explicit = presets.file_keys(read_config_dict(config))
     else:
-        cfg = config or RunConfig()
-    cfg = dataclasses.replace(cfg)
+        cfg = copy_config(config or RunConfig())
+        explicit = presets.changed_keys(cfg)
+    if model is not None and model != cfg.model.name:
+        explicit = {k for k in explicit if not k.startswith("model.")}  # the options start afresh
+    explicit |= presets.flatten("model", model_options or {}).keys() | {f"train.{k}" for k in train_options}
+    explicit |= presets.override_keys(list(overrides or []))
     if model is not None:
         cfg.model = ModelConfig(model, {**(cfg.model.options if cfg.model.name == model else {}), **(model_options or {})})
     elif model_options:
@@ -66,6 +77,8 @@ def make_config(
     sets = [f"train.{k}={_yaml_value(v)}" for k, v in train_options.items()]
     cfg = apply_overrides(cfg, sets + list(overrides or []))
     if cfg.model.name:  # an unknown model or option fails here, before any data is loaded or generated
+        model_option_values(cfg.model.name, cfg.model.options)
+        cfg = presets.resolve(cfg, explicit)
         model_option_values(cfg.model.name, cfg.model.options)
     return cfg
 

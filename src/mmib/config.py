@@ -12,6 +12,7 @@ options (``data.n_samples=3000``). Dotted keys reach into dict options
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import math
@@ -61,6 +62,9 @@ class TrainConfig:
     detect_anomaly: bool = False
     threads: int | None = None
     checkpoint: bool = True
+    #: linear learning-rate warm-up of every parameter group from 0 over this many epochs of steps
+    #: (fractions allowed: 0.5 = the first half of the first epoch); 0 = none
+    warmup_epochs: float = 0.0
 
 
 @dataclass
@@ -72,12 +76,25 @@ class ModelConfig:
 
 
 @dataclass
+class PresetConfig:
+    """Whether per-model, per-dataset presets (:mod:`mmib.presets`) fill unset values, and what they
+    filled: ``sources`` (``file#dataset`` entries) and ``applied`` (``train.lr: 3e-4``, ...) for the
+    model and dataset in ``resolved_for``."""
+
+    use: bool = True
+    sources: list[str] = field(default_factory=list)
+    applied: dict[str, Any] = field(default_factory=dict)
+    resolved_for: list[str] = field(default_factory=list)
+
+
+@dataclass
 class RunConfig:
     """Everything needed to reproduce a run."""
 
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    preset: PresetConfig = field(default_factory=PresetConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,18 +103,23 @@ class RunConfig:
     def from_dict(cls, d: dict, where: str = "config") -> "RunConfig":
         if not isinstance(d, dict):
             raise ConfigError(f"{where}: expected a mapping with data/model/train sections")
-        unknown = set(d) - {"data", "model", "train"}
+        unknown = set(d) - set(SECTIONS)
         if unknown:
-            raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected data, model, train")
+            raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(SECTIONS)}")
         return cls(
             data=coerce_dataclass(DataConfig, d.get("data") or {}, f"{where}: data"),
             model=coerce_dataclass(ModelConfig, d.get("model") or {}, f"{where}: model"),
             train=coerce_dataclass(TrainConfig, d.get("train") or {}, f"{where}: train"),
+            preset=coerce_dataclass(PresetConfig, d.get("preset") or {}, f"{where}: preset"),
         )
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read a YAML run config (any section may be omitted)."""
+#: The sections of a run config file.
+SECTIONS: tuple[str, ...] = ("data", "model", "train", "preset")
+
+
+def read_config_dict(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a YAML run config file (errors name the file)."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"{p}: no such config file")
@@ -105,7 +127,14 @@ def load_config(path: str | Path) -> RunConfig:
         d = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return RunConfig.from_dict(d, where=str(p))
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: expected a mapping with data/model/train sections")
+    return d
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read a YAML run config (any section may be omitted)."""
+    return RunConfig.from_dict(read_config_dict(path), where=str(path))
 
 
 def dump_config(cfg: RunConfig) -> str:
@@ -246,28 +275,42 @@ def _set_nested(d: dict[str, Any], dotted: str, value: Any) -> None:
     d[keys[-1]] = value
 
 
+def copy_config(cfg: RunConfig) -> RunConfig:
+    """A copy of ``cfg`` that shares no mutable option dict with it."""
+    return copy.deepcopy(cfg)
+
+
+def split_override(item: str) -> tuple[str, str, str]:
+    """``"lr=1e-3"`` -> ``("train", "lr", "1e-3")``: the section a ``--set`` key addresses (see the
+    module docstring), the key inside it and the raw value."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    section, _, rest = key.partition(".")
+    if section not in SECTIONS or not rest:
+        train_fields = {f.name for f in fields(TrainConfig)}
+        data_fields = {f.name for f in fields(DataConfig)} - {"options"}
+        section, rest = ("train", key) if key in train_fields else ("data", key) if key in data_fields else ("model", key)
+    return section, rest, raw
+
+
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     """Apply ``key=value`` strings to a copy of ``cfg`` (see the module docstring)."""
-    cfg = dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(cfg.data, options=dict(cfg.data.options)),
-        model=dataclasses.replace(cfg.model, options=dict(cfg.model.options)),
-        train=dataclasses.replace(cfg.train),
-    )
+    cfg = copy_config(cfg)
     train_fields = {f.name for f in fields(TrainConfig)}
     data_fields = {f.name for f in fields(DataConfig)} - {"options"}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        key, raw = item.split("=", 1)
-        key = key.strip()
-        if not key:
-            raise ConfigError(f"--set {item!r}: empty key")
+        section, rest, raw = split_override(item)
+        key = item.split("=", 1)[0].strip()
         value = parse_value(raw)
-        section, _, rest = key.partition(".")
-        if section not in ("data", "model", "train") or not rest:
-            section, rest = ("train", key) if key in train_fields else ("data", key) if key in data_fields else ("model", key)
-        if section == "train":
+        if section == "preset":
+            if rest != "use":
+                raise ConfigError(f"--set {key}: the preset section takes only preset.use=true|false")
+            cfg.preset = dataclasses.replace(cfg.preset, use=coerce(value, bool, f"--set {key}"))
+        elif section == "train":
             if rest not in train_fields:
                 raise ConfigError(f"--set {key}: unknown training option{suggest(rest, train_fields)}")
             setattr(cfg.train, rest, coerce(value, _hints(TrainConfig)[rest], f"--set {key}"))

@@ -132,3 +132,9 @@ def test_lazy_package_attributes():
     assert mmib.train.__module__ == "mmib.api" and "train_together" in dir(mmib)
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         mmib.nope  # noqa: B018
+
+
+def test_models_params_counts_parameters_against_concat(capsys):
+    assert main(["models", "--params", "--models", "concat,e-mib", "--dims", "a=8,b=4"]) == 0
+    out = capsys.readouterr().out
+    assert "| concat" in out and "| e-mib" in out and "+0.00 %" in out

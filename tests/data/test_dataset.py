@@ -129,3 +129,40 @@ def test_ground_truth_slices_undo_standardisation():
     torch.testing.assert_close(gt.get(ds, "p"), x[:, 1:3], rtol=1e-5, atol=1e-5)
     with pytest.raises(DataError, match="unknown ground-truth part"):
         gt.get(ds, "zz")
+
+
+def test_select_keeps_modalities_or_makes_ground_truth_parts_modalities():
+    gt = GroundTruth(slices={"p": ("a", 0, 2), "q": ("a", 2, 3)}, relevant=("p",))
+    oracle = torch.arange(10.0)
+    ds = _ds(ground_truth=gt, meta={"oracle": oracle})
+    only_b = ds.select(["b"])
+    assert only_b.modalities == ("b",) and torch.equal(only_b.lengths["b"], ds.lengths["b"])
+    parts = ds.select(["p", "b"])
+    assert parts.modalities == ("p", "b") and parts.spec["p"].dim == 2 and not parts.spec["p"].sequence
+    assert torch.equal(parts.features["p"], ds.features["a"][:, :2])
+    assert torch.equal(parts.y, ds.y) and torch.equal(parts.splits["test"], ds.splits["test"])
+    assert parts.meta["oracle"] is oracle  # row-aligned side data survive the view
+    assert torch.equal(parts.ground_truth.get(parts, "q"), ds.features["a"][:, 2:3])  # still probe-able
+    with pytest.raises(DataError, match="cannot select 'z'; modalities and ground-truth parts: a, b, p, q"):
+        ds.select(["z"])
+    with pytest.raises(DataError, match="twice"):
+        ds.select(["a", "a"])
+    ds.standardize()
+    with pytest.raises(DataError, match="before standardising"):
+        ds.select(["a"])
+
+
+def test_every_dataset_takes_select_through_the_loader():
+    from mmib.data.registry import load_dataset
+    from mmib.errors import ConfigError
+
+    sim = load_dataset("sim-i", n_samples=400, select="a0,a1")
+    raw = load_dataset("sim-i", n_samples=400, standardize=False)
+    assert sim.modalities == ("a0", "a1") and sim.spec["a0"].dim == 200
+    # the view is standardised with its own training statistics, from the raw part values
+    a0 = raw.ground_truth.get(raw, "a0")[raw.splits["train"]]
+    assert torch.allclose(sim.standardizer.mean["a0"], a0.mean(0), atol=1e-5)
+    with pytest.raises(ConfigError, match="data.select"):
+        load_dataset("sim-i", n_samples=400, select=[1])
+    with pytest.raises(ConfigError, match="and select, for every dataset"):
+        load_dataset("sim-i", n_samples=400, selct="a0")

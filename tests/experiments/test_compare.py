@@ -19,7 +19,9 @@ from mmib.experiments.compare import (
     render_csv,
     render_latex,
     render_markdown,
+    shared_overrides_for,
     split_overrides,
+    with_reference,
 )
 
 
@@ -97,6 +99,30 @@ def test_plan_runs_validates_before_training(tmp_path, tiny_data):
         plan_runs(["concat"], "sim-msa", 1, tmp_path, overrides=["no_such_option=3"])
 
 
+def test_common_options_reach_the_models_that_have_them_and_the_reference_is_added_once(tmp_path, tiny_data):
+    common = ["lr=0.01", "hidden=16", "data.seed=3", "model.fusion=add"]
+    assert shared_overrides_for("linear", common, ["concat", "linear"]) == ["lr=0.01", "data.seed=3", "model.fusion=add"]
+    assert shared_overrides_for("concat", common, ["concat", "e-mib"]) == ["lr=0.01", "hidden=16", "data.seed=3"]
+    assert shared_overrides_for("e-mib", common, ["concat", "e-mib"]) == common
+    assert with_reference(["concat"]) == ["concat", "linear"] and with_reference(["linear", "c-mib"]) == ["linear", "c-mib"]
+    runs = plan_runs(with_reference(["concat"]), "sim-msa", 1, tmp_path, data_options=tiny_data, overrides=["hidden=16"])
+    assert runs[0].config.model.options["hidden"] == 16 and "hidden" not in runs[1].config.model.options
+    with pytest.raises(ConfigError, match="hiden"):  # an option no compared model has is still a typo
+        plan_runs(["concat", "linear"], "sim-msa", 1, tmp_path, overrides=["hiden=16"])
+
+
+def test_no_reference_drops_the_linear_row(tmp_path, tiny_data):
+    out = tmp_path / "cmp"
+    args = ["compare", "-m", "linear", "-d", "sim-msa", "--seeds", "1", "--out", str(out), "--no-reference",
+            *(f"--set=data.{k}={v}" for k, v in tiny_data.items())]
+    assert main(args) == 0
+    assert [p.name for p in out.iterdir() if p.is_dir()] == ["linear"]
+    out2 = tmp_path / "cmp2"
+    assert main(["compare", "-m", "concat", "-d", "sim-msa", "--seeds", "1", "--epochs", "1", "--out", str(out2),
+                 "--no-reference", *(f"--set=data.{k}={v}" for k, v in tiny_data.items())]) == 0
+    assert not (out2 / "linear").exists() and "linear" not in (out2 / "compare.md").read_text()
+
+
 def test_compare_two_models_two_seeds_writes_tables_and_skips_finished_runs(tmp_path, tiny_data, tiny_sets, capsys):
     out = tmp_path / "cmp"
     args = ["compare", "-m", "concat,late", "-d", "sim-msa", "--seeds", "2", "--jobs", "2", "--epochs", "2",
@@ -105,26 +131,27 @@ def test_compare_two_models_two_seeds_writes_tables_and_skips_finished_runs(tmp_
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "| concat" in printed and "| late" in printed and "mae ↓" in printed and "corr ↑" in printed
-    for model in ("concat", "late"):
+    assert "| linear" in printed  # the reference row is added by default
+    for model in ("concat", "late", "linear"):
         for seed in (0, 1):
             assert (out / model / f"seed{seed}" / "results.json").is_file()
     rows = list(csv.DictReader((out / "compare.csv").open()))
-    assert {r["model"] for r in rows} == {"concat", "late"} and len(rows) == 2 * 9  # 9 regression metrics
+    assert {r["model"] for r in rows} == {"concat", "late", "linear"} and len(rows) == 3 * 9  # 9 regression metrics
     mae = {r["model"]: r for r in rows if r["metric"] == "mae"}
     best = next(m for m, r in mae.items() if r["best"] == "1")
-    other = "late" if best == "concat" else "concat"
+    other = next(m for m in mae if m != best)
     assert mae[other]["p_vs_best"] != "" and 0.0 <= float(mae[other]["p_vs_best"]) <= 1.0  # a real t-test value
     assert mae[best]["p_vs_best"] == "" and int(mae[best]["n"]) == 2
     assert r"\begin{tabular}" in (out / "compare.tex").read_text()
     runs_csv = list(csv.DictReader((out / "runs.csv").open()))
-    assert len(runs_csv) == 4 and all(float(r["params"]) > 0 and float(r["seconds_per_epoch"]) > 0 for r in runs_csv)
+    assert len(runs_csv) == 6 and all(float(r["params"]) > 0 and float(r["seconds_per_epoch"]) > 0 for r in runs_csv)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/results.json")}
 
     # rerun (in-process): every run is finished, nothing is retrained, the tables are rewritten identically
     lines: list[str] = []
     c = compare(["concat", "late"], "sim-msa", 2, out, data_options=tiny_data, overrides=tiny_sets, epochs=2,
                 log=lines.append)
-    assert lines[0].startswith("4 runs: 4 already finished, 0 to train")
+    assert lines[0].startswith("6 runs: 6 already finished, 0 to train")
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed*/results.json")} == stamps
     assert c.best["mae"] == best
 

@@ -1,58 +1,19 @@
 """A sweep shared through a real PostgreSQL server: two local workers, then a second "machine" joining.
 
 The server is the one ``.ci/run`` starts (``MMIB_TEST_POSTGRES_URL``), else a
-throwaway cluster this module starts itself; the test is skipped, with the
-reason, only where neither is possible.
+throwaway cluster that the ``postgres_url`` fixture (``conftest.py``) starts; the
+test is skipped, with the reason, only where neither is possible.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from pg_server import PostgresUnavailable, start, stop  # noqa: E402
-
 PARAMS = ["lr=loguniform:1e-3:1e-2", "head_hidden=choice:8,16,32"]
-
-
-def _reachable(url: str) -> str | None:
-    """None if a connection works, else why not."""
-    try:
-        import sqlalchemy as sa
-
-        engine = sa.create_engine(url)
-        with engine.connect() as conn:
-            conn.execute(sa.text("select 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:  # noqa: BLE001 - any failure is a reason to try the next way
-        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-
-
-@pytest.fixture(scope="module")
-def postgres_url():
-    pytest.importorskip("psycopg2", reason="psycopg2 (the PostgreSQL driver, in the experiments extra) is not installed")
-    reasons = []
-    url = os.environ.get("MMIB_TEST_POSTGRES_URL")
-    if url:
-        why = _reachable(url)
-        if why is None:
-            yield url
-            return
-        reasons.append(f"MMIB_TEST_POSTGRES_URL is set but unreachable ({why})")
-    try:
-        server = start()
-    except PostgresUnavailable as exc:
-        reasons.append(f"cannot start a local PostgreSQL cluster: {exc}")
-        pytest.skip("; ".join(reasons))
-    try:
-        yield server.url
-    finally:
-        stop(server.directory)
 
 
 @pytest.mark.slow

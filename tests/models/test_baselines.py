@@ -54,3 +54,22 @@ def test_late_fusion_learns_sim_i(tiny_sim):
     result = train(model="late", dataset=tiny_sim, epochs=15, progress=False)
     assert result.test["accuracy"] > 0.65
     assert set(result.history[0]["train"]) == {"loss", "task_x1", "task_x2"}
+
+
+def test_feature_head_is_one_mlp_on_the_concatenated_features():
+    spec = DatasetSpec((ModalitySpec("v", 5), ModalitySpec("s", 3, True, 4)), TaskSpec("multiclass", 3))
+    model = build_model("feature-head", spec, head_hidden=7).eval()
+    assert [p.shape for p in model.parameters()] == [(7, 8), (7,), (3, 7), (3,)]  # Linear(5+3, 7), Linear(7, 3)
+    x_s = torch.randn(2, 4, 3)
+    batch = Batch({"v": torch.randn(2, 5), "s": x_s}, {"s": torch.tensor([2, 4])}, None, torch.arange(2))
+    out = model(batch)
+    assert out.prediction.shape == (2, 3)
+    assert torch.allclose(out.representation[0, 5:], x_s[0, :2].mean(0))  # masked mean over valid steps
+
+
+def test_feature_head_on_the_optimal_parts_beats_the_head_on_the_superfluous_ones():
+    good = load_dataset("sim-i", n_samples=3000, select="a0,a1,a2")
+    bad = load_dataset("sim-i", n_samples=3000, select="b0,b1,b2")
+    acc = {name: train(model="feature-head", dataset=ds, epochs=15, progress=False).test["accuracy"]
+           for name, ds in (("good", good), ("bad", bad))}
+    assert acc["good"] > 0.8 and acc["bad"] < 0.6  # the label is a threshold of the a-parts only

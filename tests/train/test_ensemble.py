@@ -79,12 +79,13 @@ def test_initial_weights_are_those_of_the_runs_alone(tmp_path):
 
 
 def test_members_stop_on_their_own_budgets_and_options(tmp_path):
-    """Per-member epochs, patience, lr and data seed: each member matches its run alone."""
+    """Per-member epochs, patience, lr, learning-rate warm-up and data seed: each member matches its run alone."""
     cfgs = _configs("concat", [0, 1, 2], "model.dropout=0.0", epochs=6, patience=10)
     cfgs[0].train.epochs = 2
     cfgs[1].train.lr = 3e-3
     cfgs[2].train.patience = 1
     cfgs[2].data.seed = 5
+    cfgs[2].train.warmup_epochs = 1.5
     together = train_together(cfgs, [tmp_path / f"ens{i}" for i in range(3)])
     alone = _alone(cfgs, tmp_path)
     assert len(together[0].history) == 2

@@ -13,7 +13,8 @@ DESCRIPTION = (
     "Train every model for every seed (J processes at once; a model's seeds together as one vectorised "
     "ensemble where it supports that), write all runs under one directory "
     "(OUT/MODEL/seedS), and print mean +- std of every metric with the best marked and a paired t-test "
-    "of each model against the best. Rerunning skips finished runs and resumes interrupted ones. "
+    "of each model against the best, with the reference model `linear` (ridge / logistic regression on the "
+    "pooled features) as a yardstick row unless --no-reference. Rerunning skips finished runs and resumes interrupted ones. "
     "Writes compare.md, compare.csv, compare.tex, runs.csv and efficiency.csv into OUT. "
     "Exit status 1 when a run failed (the tables then cover the runs that finished)."
 )
@@ -39,6 +40,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--separately", action="store_true",
                    help="train every run on its own (default: a model's seeds train together as one vectorised "
                         "ensemble per process where the model supports it)")
+    p.add_argument("--no-reference", dest="reference", action="store_false",
+                   help="do not add the reference row `linear` (ridge / logistic regression on pooled features)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"compare-{slug(Path(args.data or 'config').stem)}"
     c = compare(models, args.data, args.seeds, out, jobs=args.jobs, split=args.split,
                 metrics=parse_list(args.metrics, "--metrics") if args.metrics else None, alpha=args.alpha,
-                title=args.title, together=not args.separately, config=args.config, data_path=args.data_path, overrides=args.overrides, **train)
+                title=args.title, together=not args.separately, reference=args.reference, config=args.config,
+                data_path=args.data_path, overrides=args.overrides, **train)
     print()
     print((out / "compare.md").read_text())
     print(f"written: {out}/compare.md, compare.csv, compare.tex, runs.csv, efficiency.csv")

@@ -17,12 +17,13 @@ ORDER = 10
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="also list each model's options and defaults")
+    p.add_argument("-d", "--data", help="with -v: the defaults a model gets on this dataset (its presets applied)")
     p.add_argument("--params", action="store_true", help="print parameter counts for the inputs given by --dims")
     p.add_argument("--dims", default="text=768,audio=74,vision=47",
                    help="modality widths NAME=WIDTH,... (default: CMU-MOSI's text=768,audio=74,vision=47)")
     p.add_argument("--seq-len", type=int, help="modalities are sequences of this length (default: vectors)")
     p.add_argument("--task", default="regression", help="regression (default), binary or multiclass:K")
-    p.add_argument("--models", help="comma-separated models to count (default: all)")
+    p.add_argument("--models", help="comma-separated models to list or count (default: all)")
     p.add_argument("--text-model", help="local Hugging Face model directory for a 'bert' text encoder "
                    "(token length = --seq-len or 50); add --set text_encoder.random_init=true for a config-only folder")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -37,19 +38,21 @@ def run(args: argparse.Namespace) -> int:
     from mmib.models.registry import list_models
 
     entries = list_models()
+    if args.models:
+        wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+        from mmib.models.registry import get_model
+
+        entries = [get_model(m) for m in wanted]
     width = max(len(e.name) for e in entries)
     for e in entries:
         print(f"{e.name.ljust(width)}  {e.description}")
         if args.verbose:
-            for f in dataclasses.fields(e.cls.Options):
-                default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                print(f"{'':{width}}    {f.name} = {default!r}")
+            _print_defaults(e, width, args.data)
     return 0
 
 
 def _params(args: argparse.Namespace) -> int:
-    from mmib.eval.tables import markdown_table
-    from mmib.models.complexity import count_parameters, overhead, parse_dims, parse_task, spec_from_dims
+    from mmib.models.complexity import count_parameters, params_table, parse_dims, parse_task, spec_from_dims
     from mmib.models.registry import list_models
 
     dims = parse_dims(args.dims)
@@ -61,16 +64,37 @@ def _params(args: argparse.Namespace) -> int:
         sets.append(f"text_model={args.text_model}")
     spec = spec_from_dims(dims, args.seq_len, parse_task(args.task), tokens)
     rows = count_parameters(names, spec, sets)
-    extra = overhead(rows, "concat")
     shape = ", ".join(f"{n} {'%dx' % args.seq_len if args.seq_len else ''}{d}" for n, d in dims.items())
     print(f"Parameters for {shape} ({spec.task.kind}{', text: ' + args.text_model if args.text_model else ''})")
-    table = []
-    for r in rows:
-        if r.params is None:
-            table.append([r.model, "-", "-", "-", "-", f"n/a: {r.error}"])
-            continue
-        d, frac = extra.get(r.model, (None, None))
-        table.append([r.model, f"{r.params:,}", f"{r.trainable:,}", "-" if d is None else f"{d:+,}",
-                      "-" if frac is None else f"{100 * frac:+.2f} %", ""])
-    print(markdown_table(["model", "params", "trainable", "vs concat", "vs concat %", "note"], table))
+    print(params_table(rows, "concat"))
     return 0
+
+
+def _print_defaults(entry: object, width: int, data: str | None) -> None:
+    """Each option's default; with a dataset, the values its presets fill (and their training options)."""
+    import dataclasses
+
+    from mmib.models.registry import model_options
+
+    name = entry.name  # type: ignore[attr-defined]
+    options = model_options(name, {})
+    applied: dict[str, object] = {}
+    sources: list[str] = []
+    if data:
+        from mmib.api import make_config
+
+        cfg = make_config(name, data)
+        applied, sources = cfg.preset.applied, cfg.preset.sources
+        options = model_options(name, cfg.model.options)
+    builtin = model_options(name, {})
+    pad = " " * width
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        if any(k == f"model.{f.name}" or k.startswith(f"model.{f.name}.") for k in applied):
+            print(f"{pad}    {f.name} = {value!r}    (preset; built-in default {getattr(builtin, f.name)!r})")
+        else:
+            print(f"{pad}    {f.name} = {value!r}")
+    if data:
+        train = ", ".join(f"{k[len('train.'):]}={v!r}" for k, v in applied.items() if k.startswith("train."))
+        print(f"{pad}    training options from presets on {data}: {train or 'none'}"
+              f"  [presets: {'; '.join(sources) if sources else 'none match'}]")

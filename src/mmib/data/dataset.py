@@ -404,6 +404,45 @@ class MultimodalDataset:
         self.standardizer = st
         return st
 
+    # ------------------------------------------------------------------ views
+    def select(self, items: Sequence[str]) -> "MultimodalDataset":
+        """A dataset whose modalities are ``items``: modalities of this one, or ground-truth parts
+        (each a vector modality named after the part, with its raw values).
+
+        Rows, target, splits, ids and ``meta`` (so ``meta["oracle"]``) are kept; the
+        ground truth is kept as arrays, so the view can still be probed. Call it before
+        :meth:`standardize` (the loader does: ``--set data.select=a0,b0``). It trains
+        "the same head on chosen parts or modalities", as in OMIB's Table 2.
+        """
+        if self.standardizer is not None:
+            raise DataError(f"{self.source}: select before standardising (the view's statistics are its own)")
+        items = list(items)
+        if not items:
+            raise DataError(f"{self.source}: select needs at least one modality or ground-truth part")
+        if len(set(items)) != len(items):
+            raise DataError(f"{self.source}: select lists an item twice ({', '.join(items)})")
+        gt = self.ground_truth
+        parts = gt.parts if gt is not None else ()
+        features: dict[str, Tensor] = {}
+        lengths: dict[str, Tensor] = {}
+        for item in items:
+            if item in self.features:
+                features[item] = self.features[item]
+                if item in self.lengths:
+                    lengths[item] = self.lengths[item]
+            elif item in parts:
+                assert gt is not None
+                features[item] = gt.get(self, item, raw=True).float().reshape(len(self), -1)
+            else:
+                known = ", ".join([*self.features, *parts])
+                raise DataError(f"{self.source}: cannot select {item!r}; modalities and ground-truth parts: {known}")
+        kept_gt = None
+        if gt is not None:
+            kept_gt = GroundTruth(arrays={p: gt.get(self, p, raw=True) for p in parts}, relevant=gt.relevant)
+        extras = dict(self.extras) if "text" in features else {k: v for k, v in self.extras.items() if k != "text_bert"}
+        return MultimodalDataset(f"{self.name}[{','.join(items)}]", features, self.y, self.task, self.splits, lengths,
+                                 extras, self.ids, kept_gt, self.meta, source=self.source)
+
     # ------------------------------------------------------------------ batches
     def batches(
         self,

@@ -41,7 +41,7 @@ def _sim(variant: str) -> Callable[..., MultimodalDataset]:
 
 
 def _entries() -> dict[str, DatasetEntry]:
-    from mmib.data import anomaly, files, synthetic
+    from mmib.data import anomaly, files, synthetic, text
 
     entries = [
         DatasetEntry("sim-i", _sim("sim-i"), "SIM-I: 2 modalities, a1=500 > a2=100 (OMIB App. F), binary"),
@@ -49,6 +49,8 @@ def _entries() -> dict[str, DatasetEntry]:
         DatasetEntry("sim-iii", _sim("sim-iii"), "SIM-III: 2 modalities, a1=a2=300 (balanced), binary"),
         DatasetEntry("sim-anomaly", anomaly.make_sim_anomaly, "SIM-based anomaly detection: normal train, anomalies in valid/test"),
         DatasetEntry("sim-msa", synthetic.make_sim_msa, "synthetic MOSI-shaped sentiment regression (text/audio/vision)"),
+        DatasetEntry("sim-text", text.make_sim_text,
+                     "templated sentiment sentences: frozen MiniLM token features + token ids (needs the text extra)"),
         DatasetEntry("uci-mfeat", files.load_uci_mfeat, "UCI Multiple Features: 2,000 digits, 6 real views, 10 classes"),
         DatasetEntry("mmsa", files.load_mmsa_pickle, "MMSA pickle (aligned_50.pkl / unaligned_50.pkl: MOSI, MOSEI, SIMS)", True),
         DatasetEntry("mult", files.load_mult_pickle, "MulT/CMU pickle (mosi_data.pkl, mosei_senti_data.pkl, iemocap_data.pkl)", True),
@@ -72,6 +74,16 @@ def loader_options(loader: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     return {k: p for k, p in inspect.signature(loader).parameters.items() if k != "path"}
 
 
+def _select_items(value: Any) -> list[str] | None:
+    """``data.select``: a list or a comma-separated string of modalities / ground-truth parts."""
+    if value is None:
+        return None
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) and i.strip() for i in items):
+        raise ConfigError(f"data.select {value!r}: expected modality or ground-truth part names, e.g. a0,b0 or x1")
+    return [i.strip() for i in items]
+
+
 def load_dataset(
     name: str,
     path: str | Path | None = None,
@@ -81,7 +93,10 @@ def load_dataset(
     **options: Any,
 ) -> MultimodalDataset:
     """Load dataset ``name`` (or a file path), validate it and, by default, standardise
-    every modality with statistics of its training split."""
+    every modality with statistics of its training split.
+
+    Every dataset takes ``select`` (``--set data.select=a0,b0``): keep only those
+    modalities or ground-truth parts (:meth:`MultimodalDataset.select`)."""
     entries = _entries()
     if name not in entries:
         if Path(name).exists() and path is None:
@@ -89,13 +104,15 @@ def load_dataset(
         else:
             raise ConfigError(f"unknown dataset {name!r}{suggest(name, entries)}; available: {', '.join(sorted(entries))}")
     entry = entries[name]
+    select = _select_items(options.pop("select", None))
     params = loader_options(entry.loader)
     hints = typing.get_type_hints(entry.loader)
     kwargs: dict[str, Any] = {}
     for key, value in options.items():
         if key not in params:
             raise ConfigError(
-                f"dataset {name!r} has no option {key!r}{suggest(key, params)}; options: {', '.join(params) or 'none'}"
+                f"dataset {name!r} has no option {key!r}{suggest(key, [*params, 'select'])}; "
+                f"options: {', '.join(params) or 'none'} (and select, for every dataset)"
             )
         kwargs[key] = coerce(value, hints.get(key, Any), f"data.{key}")
     if "seed" in params:
@@ -113,6 +130,8 @@ def load_dataset(
         ds = entry.loader(**kwargs)
     except MemoryError:
         raise DataError(f"dataset {name!r}: not enough memory to build it with {kwargs}") from None
+    if select is not None:
+        ds = ds.select(select)
     if standardize:
         ds.standardize()
     return ds

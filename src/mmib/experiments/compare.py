@@ -13,7 +13,9 @@ Tables are written as Markdown, CSV and LaTeX, with each model's efficiency
 ``results.json``.
 
 Per-model options: ``MODEL:key=value`` in ``overrides`` applies to that model
-only (``c-mib:beta=1e-3``); plain ``key=value`` applies to every model.
+only (``c-mib:beta=1e-3``); plain ``key=value`` applies to every model that has
+that option (training and data keys to all). The reference model ``linear`` is
+added as a row unless ``reference=False`` (``--no-reference``).
 """
 
 from __future__ import annotations
@@ -62,7 +64,17 @@ EFFICIENCY_FIELDS: tuple[tuple[str, str], ...] = (
 Log = Callable[[str], None]
 
 
+#: The yardstick every comparison carries unless told not to (``--no-reference``).
+REFERENCE_MODEL = "linear"
+
+
 # ----------------------------------------------------------------------------- planning
+def with_reference(models: Sequence[str]) -> list[str]:
+    """``models`` with the reference model last, unless it is among them already."""
+    models = list(models)
+    return models if REFERENCE_MODEL in models else [*models, REFERENCE_MODEL]
+
+
 @dataclass
 class PlannedRun:
     """One model x seed of a comparison: where it lives and how it is configured."""
@@ -113,6 +125,41 @@ def split_overrides(overrides: Sequence[str], models: Sequence[str]) -> tuple[li
     return common, per
 
 
+def _model_option_name(item: str) -> str | None:
+    """The top-level model option a ``key=value`` override sets, or None for training/data keys."""
+    from dataclasses import fields as dc_fields
+
+    from mmib.config import DataConfig, TrainConfig
+
+    key = item.split("=", 1)[0].strip()
+    section, _, rest = key.partition(".")
+    if section in ("train", "data") and rest:
+        return None
+    if section == "model" and rest:
+        return rest.split(".")[0]
+    if key in {f.name for f in dc_fields(TrainConfig)} or key in {f.name for f in dc_fields(DataConfig)}:
+        return None
+    return key.split(".")[0]
+
+
+def shared_overrides_for(model: str, common: Sequence[str], models: Sequence[str]) -> list[str]:
+    """The common overrides that apply to ``model``: all training and data keys, and the model options
+    it has. An option no compared model has is kept, so that it fails with the usual error (a typo)."""
+    from dataclasses import fields as dc_fields
+
+    from mmib.models.registry import get_model
+
+    def has(name: str, option: str) -> bool:
+        return option in {f.name for f in dc_fields(get_model(name).cls.Options)}
+
+    kept = []
+    for item in common:
+        option = _model_option_name(item)
+        if option is None or option == "name" or has(model, option) or not any(has(m, option) for m in models):
+            kept.append(item)
+    return kept
+
+
 def plan_runs(
     models: Sequence[str],
     data: str | None,
@@ -145,7 +192,8 @@ def plan_runs(
     planned = []
     for model in models:
         base = make_config(model, data, config, data_path=data_path, data_options=data_options,
-                           overrides=common + per[model], progress=False, **train_options)
+                           overrides=shared_overrides_for(model, common, models) + per[model], progress=False,
+                           **train_options)
         model_options(model, base.model.options)  # unknown or ill-typed options fail before any training
         if jobs > 1 and base.train.threads is None:
             base.train.threads = threads_per_worker(jobs)
@@ -679,20 +727,22 @@ def compare(
     title: str | None = None,
     log: Log | None = print,
     together: bool = True,
+    reference: bool = True,
     **plan_options: Any,
 ) -> Comparison:
     """Train every model for every seed (skipping finished runs), then aggregate and write tables.
 
-    A model's seeds are trained together as one vectorised ensemble where the model supports it
-    (``together=False``: every run on its own; see :func:`execute`).
-
-    ``plan_options`` are those of :func:`plan_runs` (``config``, ``data_path``,
-    ``data_options``, ``overrides``, any :class:`~mmib.config.TrainConfig` field).
+    ``reference`` adds the :data:`REFERENCE_MODEL` (``linear``: ridge / logistic regression on the
+    pooled features) as a row unless it is listed already. A model's seeds are trained together as
+    one vectorised ensemble where the model supports it (``together=False``: every run on its own;
+    see :func:`execute`). ``plan_options`` are those of :func:`plan_runs` (``config``,
+    ``data_path``, ``data_options``, ``overrides``, any :class:`~mmib.config.TrainConfig` field).
     """
     if split not in ("train", "valid", "test"):
         raise ConfigError(f"--split {split!r}: choose train, valid or test")
     if not 0 < alpha < 1:
         raise ConfigError(f"--alpha must lie in (0, 1), got {alpha}")
+    models = with_reference(models) if reference else list(models)
     out = Path(out)
     runs = plan_runs(models, data, seeds, out, jobs=jobs, **plan_options)
     failures = execute(runs, jobs, log, together)

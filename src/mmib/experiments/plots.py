@@ -228,3 +228,57 @@ def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str, list[st
         ax.set_xticks([])
         ax.set_yticks([])
     return finish_panels(fig, axes, len(panels), title, path)
+
+
+def sweep_panels(
+    panels: Sequence[dict[str, Any]], path: Path, title: str, xlabel: str, ylabel: str, log: bool = True,
+) -> Path:
+    """A metric against a swept option, one panel per dataset.
+
+    Each panel: ``title``, ``series`` [(label, xs, means, stds)], optional ``span``
+    (low, high) shaded with its ``span_label``, and ``points`` [(x, y)] with ``points_label``
+    (e.g. a drawn beta and the accuracy it gave). ``x = 0`` is left out on a log axis.
+    """
+    rows, cols = _grid(len(panels), 3)
+    fig, axes = new_figure(rows, cols, 3.4 if cols > 1 else 5.0, 2.6)  # one panel: room for the title
+    for ax, panel in zip(axes, panels):
+        for label, xs, ms, ss in panel["series"]:
+            keep = [i for i, x in enumerate(xs) if not (log and x <= 0)]
+            ax.errorbar([xs[i] for i in keep], [ms[i] for i in keep],
+                        yerr=[0.0 if not math.isfinite(ss[i]) else ss[i] for i in keep],
+                        marker="o", ms=3, capsize=3, lw=1.0, label=label)
+        if panel.get("span"):
+            lo, hi = panel["span"]
+            ax.axvspan(lo, hi, color="tab:green", alpha=0.15, label=panel.get("span_label"))
+        if panel.get("points"):
+            pts = panel["points"]
+            ax.scatter([p[0] for p in pts], [p[1] for p in pts], marker="*", s=60, color="tab:red", zorder=3,
+                       label=panel.get("points_label"))
+        if log:
+            ax.set_xscale("log")
+        ax.set_title(panel["title"], fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=7)
+        ax.set_ylabel(ylabel, fontsize=7)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    return finish_panels(fig, axes, len(panels), title, path)
+
+
+def probe_bars(groups: Sequence[tuple[str, dict[str, float]]], path: Path, title: str, ylabel: str) -> Path:
+    """Grouped bars: one group per ground-truth part, one bar per representation ``(label, {part: value})``."""
+    parts: list[str] = []
+    for _, values in groups:
+        parts.extend(p for p in values if p not in parts)
+    fig, axes = new_figure(1, 1, max(4.8, 0.35 * len(parts) * max(1, len(groups)) + 1.5), 2.8)
+    ax = axes[0]
+    width = 0.8 / max(1, len(groups))
+    for i, (label, values) in enumerate(groups):
+        xs = [j + i * width for j in range(len(parts))]
+        ax.bar(xs, [values.get(p, float("nan")) for p in parts], width=width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(parts))], parts, fontsize=7)
+    ax.axhline(0, color="black", lw=0.5)
+    ax.set_ylabel(ylabel, fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6)
+    return finish_panels(fig, axes, 1, title, path)

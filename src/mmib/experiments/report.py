@@ -246,9 +246,35 @@ def curves_section(w: _Writer, groups: dict[str, list[RunRecord]], prefix: str, 
         w.figure(path, "KL terms per modality (kl_<modality>; dashed: the joint kl), mean over runs, per epoch")
 
 
+def tsne_panel(run: Any, dataset: Any, label: str, samples: int, seed: int = 0) -> tuple | str:
+    """One t-SNE panel ``(label, points, colours, task kind, class names)`` of a run's test representations,
+    or a note saying why there is none (the model returns no joint representation)."""
+    from mmib.api import predict
+
+    pred = predict(run, dataset, "test", representations=True)
+    if pred.representation is None:
+        return "the model returns no joint representation"
+    x = pred.representation.reshape(pred.representation.shape[0], -1).numpy().astype(np.float64)
+    y = pred.y.numpy() if pred.y is not None else np.zeros(len(x))
+    rng = np.random.default_rng(seed)
+    if len(x) > samples:
+        keep = np.sort(rng.choice(len(x), samples, replace=False))
+        x, y = x[keep], y[keep]
+    pts = tsne(x, seed)
+    task = run.spec.task
+    if task.kind == "regression":
+        colour, names = y.astype(np.float64), None
+    elif task.kind == "multilabel":
+        colour = np.where(y.sum(1) > 0, y.argmax(1), -1)
+        names = list(task.label_names)
+    else:
+        colour, names = y.astype(np.int64), list(getattr(task, "label_names", ()) or ()) or None
+    return (label, pts, colour, task.kind, names)
+
+
 def tsne_section(w: _Writer, groups: dict[str, list[RunRecord]], prefix: str, samples: int, heading: str = "###") -> None:
     """One t-SNE panel per model (its first finished run) of the test representations."""
-    from mmib.api import load_run, predict
+    from mmib.api import load_run
 
     panels, notes = [], []
     for model, runs in groups.items():
@@ -256,28 +282,12 @@ def tsne_section(w: _Writer, groups: dict[str, list[RunRecord]], prefix: str, sa
         if rec is None:
             continue
         run = load_run(rec.path)
-        ds = w.dataset(run)
-        pred = predict(run, ds, "test", representations=True)
-        if pred.representation is None:
-            notes.append(f"{model}: the model returns no joint representation")
-            continue
-        x = pred.representation.reshape(pred.representation.shape[0], -1).numpy().astype(np.float64)
-        y = pred.y.numpy() if pred.y is not None else np.zeros(len(x))
-        rng = np.random.default_rng(0)
-        if len(x) > samples:
-            keep = np.sort(rng.choice(len(x), samples, replace=False))
-            x, y = x[keep], y[keep]
-        pts = tsne(x)
-        task = run.spec.task
-        if task.kind == "regression":
-            colour, names = y.astype(np.float64), None
-        elif task.kind == "multilabel":
-            colour = np.where(y.sum(1) > 0, y.argmax(1), -1)
-            names = list(task.label_names)
+        panel = tsne_panel(run, w.dataset(run), rec.label if rec.label.startswith(model) else f"{model}, {rec.label}",
+                           samples)
+        if isinstance(panel, str):
+            notes.append(f"{model}: {panel}")
         else:
-            colour, names = y.astype(np.int64), list(getattr(task, "label_names", ()) or ()) or None
-        panels.append((rec.label if rec.label.startswith(model) else f"{model}, {rec.label}", pts, colour, task.kind,
-                       names))
+            panels.append(panel)
     if not panels and not notes:
         return
     w.add(f"{heading} t-SNE of learned representations", "")

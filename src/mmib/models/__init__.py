@@ -1,6 +1,7 @@
 """Registered models. Importing this package registers every model by name."""
 
 from mmib.models import baselines  # noqa: F401
+from mmib.models import linear  # noqa: F401
 from mmib.models import mcer  # noqa: F401
 from mmib.models import mmim  # noqa: F401
 from mmib.models import mib  # noqa: F401

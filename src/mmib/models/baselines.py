@@ -11,6 +11,7 @@ from mmib.data.dataset import Batch, DatasetSpec
 from mmib.models.base import ModelOutput, MultimodalModel, Objective, head_output, make_head, task_loss
 from mmib.models.registry import register_model
 from mmib.models.common import EncoderOptions, make_encoders
+from mmib.nn.encoders import masked_mean
 
 
 @register_model("concat", "encoders per modality, concatenation, MLP head (early fusion, no IB)")
@@ -60,3 +61,31 @@ class LateFusion(MultimodalModel):
         _, preds = self._per_modality(batch)
         terms = {f"task_{m}": task_loss(self.task, p, batch.y, self.options.regression_loss) for m, p in preds.items()}
         return Objective(torch.stack(list(terms.values())).mean(), terms)
+
+
+@register_model("feature-head", "OMIB's OMF head (Linear-ReLU-Dropout-Linear) on the concatenated input features; "
+                "with --set data.select=... the yardstick of what chosen parts or modalities allow (OMIB Table 2)")
+class FeatureHead(MultimodalModel):
+    """No encoders: one MLP head on the concatenated features (sequences: masked mean over valid steps).
+
+    With ``data.select`` it is "the same head trained on chosen ground-truth parts
+    or modalities" that OMIB's Table 2 sets beside the learned representations.
+    """
+
+    @dataclass
+    class Options:
+        head_hidden: int = 128
+        dropout: float = 0.1
+        regression_loss: str = "l1"
+
+    def __init__(self, spec: DatasetSpec, options: "FeatureHead.Options") -> None:
+        super().__init__(spec, options)
+        self.head = make_head(sum(m.dim for m in spec.modalities), spec.task, options.head_hidden, options.dropout)
+
+    def forward(self, batch: Batch) -> ModelOutput:
+        parts = []
+        for m in self.spec.names:
+            x = batch.features[m]
+            parts.append(masked_mean(x, batch.lengths.get(m)) if x.dim() == 3 else x)
+        x = torch.cat(parts, dim=-1)
+        return ModelOutput(head_output(self.task, self.head(x)), x)

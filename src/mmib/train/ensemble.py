@@ -74,7 +74,7 @@ Log = Callable[[str], None]
 #: Trainer and optimizer use them); every other option must agree.
 PER_MEMBER_TRAIN_OPTIONS = (
     "seed", "lr", "text_lr", "weight_decay", "optimizer", "clip_grad", "patience", "epochs", "monitor",
-    "eval_batch_size", "progress", "checkpoint",
+    "eval_batch_size", "progress", "checkpoint", "warmup_epochs",
 )
 _HOOKS = ("on_fit_start", "on_phase_start", "on_epoch_end")
 #: PyTorch's warning when an operator has no vmap batching rule (vmap then loops over the members)
@@ -497,12 +497,15 @@ class EnsembleTrainer:
                         continue
                     stage = a.run.plan[0].stages[0]
                     clip = stage.clip_grad if stage.clip_grad is not None else a.member.config.clip_grad
+                    opt = a.run.optimizers[key]
                     try:
                         if clip:
                             nn.utils.clip_grad_norm_(list(stage.parameters()), clip)
-                        a.run.optimizers[key].step()
+                        a.trainer._warm_up(opt, a.run.state.steps)
+                        opt.step()
                     except Exception as exc:  # noqa: BLE001 - as a run alone would end; its slice idles
                         broken[a.index] = exc
+                    a.run.state.steps += 1
                 with torch.no_grad():
                     for name, v in {"loss": total, **terms}.items():
                         val = v.detach().float() * n
