@@ -176,7 +176,7 @@ def study_way(way: str, args: argparse.Namespace, env: dict[str, str], root: Pat
 
 def print_study(rows: list[dict], planned: int) -> None:
     base = next((r for r in rows if r["way"] == "separate"), rows[0])
-    print(f"\n| way | runs | wall s | runs/hour | CPU s/run | train s/run (results.json) | wall vs {base['way']} "
+    print(f"\n| way | runs | wall s | runs/hour | CPU s/run | train wall s/run (results.json) | wall vs {base['way']} "
           f"| CPU/run vs {base['way']} |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

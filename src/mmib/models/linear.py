@@ -89,6 +89,8 @@ def pooled_split(dataset: "MultimodalDataset", split: str, names: tuple[str, ...
 class LinearReference(MultimodalModel):
     """Ridge or logistic regression on pooled features (see the module docstring)."""
 
+    ensemble_unsupported = "it is fitted in closed form when training starts (no epochs to share)"
+
     @dataclass
     class Options:
         """``alphas``: the penalty grid searched on the validation split (ridge alpha; logistic
