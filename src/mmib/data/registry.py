@@ -49,6 +49,8 @@ def _entries() -> dict[str, DatasetEntry]:
         DatasetEntry("sim-iii", _sim("sim-iii"), "SIM-III: 2 modalities, a1=a2=300 (balanced), binary"),
         DatasetEntry("sim-anomaly", anomaly.make_sim_anomaly, "SIM-based anomaly detection: normal train, anomalies in valid/test"),
         DatasetEntry("sim-msa", synthetic.make_sim_msa, "synthetic MOSI-shaped sentiment regression (text/audio/vision)"),
+        DatasetEntry("sim-msa-small", synthetic.make_sim_msa_small,
+                     "sim-msa as a small real file: 1300/230/690, text 50x384 tokens, audio/vision pure noise"),
         DatasetEntry("uci-mfeat", files.load_uci_mfeat, "UCI Multiple Features: 2,000 digits, 6 real views, 10 classes"),
         DatasetEntry("mmsa", files.load_mmsa_pickle, "MMSA pickle (aligned_50.pkl / unaligned_50.pkl: MOSI, MOSEI, SIMS)", True),
         DatasetEntry("mult", files.load_mult_pickle, "MulT/CMU pickle (mosi_data.pkl, mosei_senti_data.pkl, iemocap_data.pkl)", True),
