@@ -17,6 +17,7 @@ import math
 import torch
 
 from mmib.data.dataset import GroundTruth, MultimodalDataset, TaskSpec
+from mmib.data.oracle import LinearView, gaussian_posterior, probit_log_probs, sign_agreement
 from mmib.errors import DataError
 
 #: (a1, a2) dimensions of the modality-specific task-relevant parts per SIM set.
@@ -66,6 +67,17 @@ def make_sim(
     dataset (from ``seed``). The data are generated float32 straight into the two
     modality tensors (no intermediate copies), so 10^6 samples fit in memory once.
     Ground-truth parts are column slices of ``x1``/``x2``.
+
+    Oracle: ``y`` is a deterministic function of parts both modalities together
+    expose, so the Bayes-optimal accuracy from the union is 1 and
+    ``meta["oracle"]`` holds certain log-probabilities (0 for the class of
+    ``sign <delta, [a0; a1; a2]>``, ``LOG_PROB_FLOOR`` for the other).
+    ``meta["subset_optimum"]`` gives the closed-form best accuracy from ground-truth
+    subsets (``a0``, ``a1;a2``, ``x1``, ``x2``, ``a0;a1;a2``, ``union``): from a
+    subset S the best predictor is ``sign <delta_S, part_S>``, right with
+    probability ``1/2 + arcsin(rho)/pi``, ``rho = |delta_S| / |delta|`` (the
+    correlation of the two Gaussian scores); :func:`sim_subset_oracle` gives its
+    per-sample log-probabilities.
     """
     if variant not in SIM_VARIANTS:
         raise DataError(f"unknown SIM variant {variant!r}; expected one of {', '.join(SIM_VARIANTS)}")
@@ -83,12 +95,13 @@ def make_sim(
     x2[:, : 2 * d0] = x1[:, : 2 * d0]  # a0 and b0 are shared
     a1_start, a2_start = 2 * d0, 2 * d0
     y = torch.empty(n_samples, dtype=torch.long)
+    score = torch.empty(n_samples)
     w0, w1, w2 = delta[:d0], delta[d0 : d0 + d_a1], delta[d0 + d_a1 :]
     chunk = 65536
     for s in range(0, n_samples, chunk):
         e = min(s + chunk, n_samples)
-        score = x1[s:e, :d0] @ w0 + x1[s:e, a1_start : a1_start + d_a1] @ w1 + x2[s:e, a2_start : a2_start + d_a2] @ w2
-        y[s:e] = (score > 0).long()
+        score[s:e] = x1[s:e, :d0] @ w0 + x1[s:e, a1_start : a1_start + d_a1] @ w1 + x2[s:e, a2_start : a2_start + d_a2] @ w2
+        y[s:e] = (score[s:e] > 0).long()
     slices = {
         "a0": ("x1", 0, d0),
         "b0": ("x1", d0, 2 * d0),
@@ -104,8 +117,71 @@ def make_sim(
         task=TaskSpec("binary"),
         splits=split_indices(n_samples, test_fraction, valid_fraction, g),
         ground_truth=GroundTruth(slices=slices, relevant=("a0", "a1", "a2")),
-        meta={"generator": "make_sim", "variant": variant, "seed": seed, "delta": delta},
+        meta={
+            "generator": "make_sim", "variant": variant, "seed": seed, "delta": delta,
+            "oracle": probit_log_probs(score, 0.0),
+            "oracle_note": "y = 1[<delta, [a0; a1; a2]> > 0] is a function of the union: certain log-probabilities "
+                           "of the class of that score (Bayes accuracy 1)",
+            "subset_optimum": sim_subset_optimum(delta, d0, d_a1),
+        },
     )
+
+
+#: Ground-truth subsets of SIM with a closed-form optimum, by name: the relevant parts each holds.
+SIM_SUBSETS: dict[str, tuple[str, ...]] = {
+    "a0": ("a0",),
+    "a1;a2": ("a1", "a2"),
+    "x1": ("a0", "a1"),
+    "x2": ("a0", "a2"),
+    "a0;a1;a2": ("a0", "a1", "a2"),
+    "union": ("a0", "a1", "a2"),
+}
+
+
+def _sim_weights(delta: torch.Tensor, d0: int, d_a1: int) -> dict[str, torch.Tensor]:
+    return {"a0": delta[:d0], "a1": delta[d0 : d0 + d_a1], "a2": delta[d0 + d_a1 :]}
+
+
+def sim_subset_optimum(delta: torch.Tensor, d0: int, d_a1: int) -> dict[str, float]:
+    """Best accuracy from each subset of :data:`SIM_SUBSETS`: ``1/2 + arcsin(|delta_S| / |delta|) / pi``."""
+    w = _sim_weights(delta.double(), d0, d_a1)
+    total = float(delta.double().norm())
+    out = {}
+    for name, keep in SIM_SUBSETS.items():
+        rho = math.sqrt(sum(float(w[p].pow(2).sum()) for p in keep)) / total
+        out[name] = sign_agreement(rho)
+    return out
+
+
+def sim_subset_oracle(dataset: MultimodalDataset, parts: tuple[str, ...] | list[str] | str) -> torch.Tensor:
+    """Bayes log-probabilities ``(N, 2)`` of a SIM set's label from ground-truth ``parts`` only.
+
+    ``parts`` names SIM parts (``a0``, ``b1``, ...) or a key of :data:`SIM_SUBSETS`
+    (``"x2"``: what modality 2 holds). With ``s_S = <delta_S, part_S>`` over the
+    relevant parts in S and ``sd`` the norm of ``delta`` over the rest,
+    ``P(y = 1 | S) = Phi(s_S / sd)`` (superfluous parts add nothing).
+    """
+    gt = dataset.ground_truth
+    delta = dataset.meta.get("delta")
+    if gt is None or delta is None or dataset.meta.get("generator") != "make_sim":
+        raise DataError(f"{dataset.name}: sim_subset_oracle needs a SIM dataset (make_sim)")
+    if isinstance(parts, str):
+        if parts not in SIM_SUBSETS:
+            raise DataError(f"unknown SIM subset {parts!r}; expected one of {', '.join(SIM_SUBSETS)} or a list of parts")
+        parts = SIM_SUBSETS[parts]
+    unknown = [p for p in parts if p not in gt.parts]
+    if unknown:
+        raise DataError(f"unknown SIM parts {unknown}; known: {', '.join(gt.parts)}")
+    widths = {p: int(gt.get(dataset, p, raw=False).shape[1]) for p in ("a0", "a1")}
+    w = _sim_weights(delta.double(), widths["a0"], widths["a1"])
+    score = torch.zeros(len(dataset), dtype=torch.float64)
+    rest = 0.0
+    for p in ("a0", "a1", "a2"):
+        if p in parts:
+            score += gt.get(dataset, p).double() @ w[p]
+        else:
+            rest += float(w[p].pow(2).sum())
+    return probit_log_probs(score, math.sqrt(rest))
 
 
 #: Default sizes of the latent parts of ``sim-msa``.
@@ -256,8 +332,6 @@ def _sim_msa(
     label_noise: float,
     step_noise: float,
 ) -> MultimodalDataset:
-    from mmib.data.oracle import LinearView, gaussian_posterior
-
     n_valid = int(n_valid)
     if int(n_train) < 2 or n_valid < 0 or int(n_test) < 1:
         raise DataError(f"{name} needs n_train >= 2, n_valid >= 0 and n_test >= 1")
