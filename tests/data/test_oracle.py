@@ -89,3 +89,20 @@ def test_gauss_hermite_moments():
     assert float((w * x**2).sum()) == pytest.approx(1.0)
     assert float((w * x**4).sum()) == pytest.approx(3.0)
     assert float((w.numpy() * norm.cdf(0.5 * x.numpy() + 0.2)).sum()) == pytest.approx(norm.cdf(0.2 / math.sqrt(1.25)), abs=1e-10)
+
+
+def test_gaussian_log_likelihood_matches_scipy():
+    from scipy.stats import multivariate_normal
+
+    from mmib.data.oracle import gaussian_log_likelihood
+
+    g = torch.Generator().manual_seed(3)
+    m1, m2 = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 2, generator=g, dtype=torch.float64)
+    x1, x2 = torch.randn(5, 3, generator=g), torch.randn(5, 2, generator=g)
+    ll = gaussian_log_likelihood([LinearView(m1, x1, 0.5), LinearView(m2, x2, 2.0)], 4)
+    a = torch.cat([m1, m2], 1).numpy()
+    cov = a.T @ a + np.diag([0.5] * 3 + [2.0] * 2)
+    expected = multivariate_normal(np.zeros(5), cov).logpdf(torch.cat([x1, x2], 1).double().numpy())
+    assert np.allclose(ll.numpy(), expected, atol=1e-9)
+    with pytest.raises(ValueError, match="scalar noise variance"):
+        gaussian_log_likelihood([LinearView(m1, x1, torch.ones(5))], 4)

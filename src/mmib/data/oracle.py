@@ -150,3 +150,32 @@ def gauss_hermite(n: int = 64) -> tuple[Tensor, Tensor]:
 
     x, w = np.polynomial.hermite_e.hermegauss(int(n))
     return torch.from_numpy(x), torch.from_numpy(w / w.sum())
+
+
+def gaussian_log_likelihood(views: Sequence[LinearView], latent_dim: int) -> Tensor:
+    """Per-sample ``log p(obs_1, ..., obs_M)`` under ``obs_m = z @ mix_m + sd_m * eps``, ``z ~ N(0, I)``.
+
+    The views' noise variances must be scalars here (one covariance for all rows):
+    ``Sigma = mix^T mix + diag(var)`` over the concatenated views.
+    """
+    mix = torch.cat([v.mix.to(torch.float64) for v in views], dim=1)  # (k, D)
+    if mix.shape[0] != int(latent_dim):
+        raise ValueError(f"views have {mix.shape[0]} latent rows, expected {latent_dim}")
+    diag = []
+    for v in views:
+        var = torch.as_tensor(v.noise_var, dtype=torch.float64)
+        if var.dim() != 0:
+            raise ValueError("gaussian_log_likelihood needs one scalar noise variance per view")
+        diag.append(var.expand(v.mix.shape[1]))
+    cov = mix.T @ mix + torch.diag(torch.cat(diag))
+    chol = torch.linalg.cholesky(cov)
+    obs = torch.cat([v.obs.to(torch.float64) for v in views], dim=1)
+    white = torch.linalg.solve_triangular(chol, obs.T, upper=False)  # (D, N)
+    logdet = 2.0 * torch.log(torch.diagonal(chol)).sum()
+    d = obs.shape[1]
+    return -0.5 * (white.pow(2).sum(0) + logdet + d * math.log(2 * math.pi))
+
+
+def linear_least_squares(cov_x: Tensor, cov_xy: Tensor) -> Tensor:
+    """Population least-squares weights ``cov_x^-1 cov_xy`` (the best linear predictor of centred data)."""
+    return torch.linalg.solve(cov_x.to(torch.float64), cov_xy.to(torch.float64))

@@ -41,7 +41,7 @@ def _sim(variant: str) -> Callable[..., MultimodalDataset]:
 
 
 def _entries() -> dict[str, DatasetEntry]:
-    from mmib.data import anomaly, files, synthetic
+    from mmib.data import anomaly, claims, files, synthetic
 
     entries = [
         DatasetEntry("sim-i", _sim("sim-i"), "SIM-I: 2 modalities, a1=500 > a2=100 (OMIB App. F), binary"),
@@ -59,6 +59,8 @@ def _entries() -> dict[str, DatasetEntry]:
     ]
     for alias, what in (("mosi", "CMU-MOSI"), ("mosei", "CMU-MOSEI"), ("sims", "CH-SIMS"), ("iemocap", "IEMOCAP")):
         entries.append(DatasetEntry(alias, files.load_path, f"{what} from a local MMSA or MulT pickle (--data-path)", True))
+    for name, (loader, description) in claims.CLAIM_DATASETS.items():
+        entries.append(DatasetEntry(name, loader, description))
     extra = getattr(synthetic, "EXTRA_DATASETS", {})
     for name, (loader, description) in extra.items():
         entries.append(DatasetEntry(name, loader, description))
