@@ -41,7 +41,7 @@ def _sim(variant: str) -> Callable[..., MultimodalDataset]:
 
 
 def _entries() -> dict[str, DatasetEntry]:
-    from mmib.data import anomaly, files, synthetic, text
+    from mmib.data import anomaly, claims, files, synthetic, text
 
     entries = [
         DatasetEntry("sim-i", _sim("sim-i"), "SIM-I: 2 modalities, a1=500 > a2=100 (OMIB App. F), binary"),
@@ -51,6 +51,8 @@ def _entries() -> dict[str, DatasetEntry]:
         DatasetEntry("sim-msa", synthetic.make_sim_msa, "synthetic MOSI-shaped sentiment regression (text/audio/vision)"),
         DatasetEntry("sim-text", text.make_sim_text,
                      "templated sentiment sentences: frozen MiniLM token features + token ids (needs the text extra)"),
+        DatasetEntry("sim-msa-small", synthetic.make_sim_msa_small,
+                     "sim-msa as a small real file: 1300/230/690, text 50x384 tokens, audio/vision pure noise"),
         DatasetEntry("uci-mfeat", files.load_uci_mfeat, "UCI Multiple Features: 2,000 digits, 6 real views, 10 classes"),
         DatasetEntry("mmsa", files.load_mmsa_pickle, "MMSA pickle (aligned_50.pkl / unaligned_50.pkl: MOSI, MOSEI, SIMS)", True),
         DatasetEntry("mult", files.load_mult_pickle, "MulT/CMU pickle (mosi_data.pkl, mosei_senti_data.pkl, iemocap_data.pkl)", True),
@@ -59,6 +61,8 @@ def _entries() -> dict[str, DatasetEntry]:
     ]
     for alias, what in (("mosi", "CMU-MOSI"), ("mosei", "CMU-MOSEI"), ("sims", "CH-SIMS"), ("iemocap", "IEMOCAP")):
         entries.append(DatasetEntry(alias, files.load_path, f"{what} from a local MMSA or MulT pickle (--data-path)", True))
+    for name, (loader, description) in claims.CLAIM_DATASETS.items():
+        entries.append(DatasetEntry(name, loader, description))
     extra = getattr(synthetic, "EXTRA_DATASETS", {})
     for name, (loader, description) in extra.items():
         entries.append(DatasetEntry(name, loader, description))
