@@ -70,7 +70,7 @@ def test_epoch_callback_sees_every_epoch_and_can_stop_a_resumable_run(tmp_path, 
               epoch_callback=callback)
     assert [e for e, _ in seen] == [1, 2]
     assert "mae" in seen[1][1]["valid"] and "loss" in seen[1][1]["train"]
-    assert (out / "checkpoint.pt").is_file() and not (out / "results.json").exists()
+    assert (out / "checkpoint.safetensors").is_file() and not (out / "results.json").exists()
     result = train(out=out, resume=True, dataset=tiny_msa)
     assert result.results["epochs_run"] == 4
 
@@ -110,7 +110,7 @@ def test_objective_reports_each_epoch_and_prunes(tmp_path, tiny_data, tiny_sets)
     run = tmp_path / "trials" / "0007"
     assert trial.attrs["epochs_run"] == 2 and trial.attrs["run_dir"] == str(run)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-    assert not (run / "checkpoint.pt").exists()  # pruned trials are never resumed
+    assert not (run / "checkpoint.safetensors").exists()  # pruned trials are never resumed
 
 
 def test_invalid_sweeps_fail_before_training(tmp_path, tiny_data):
