@@ -65,8 +65,8 @@ def same_config(run_dir: Path, cfg: RunConfig) -> bool:
 
 
 def slug(text: str) -> str:
-    """A file-name-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+    """A file-name-safe version of ``text``: one path component, never ``.``, ``..`` or a hidden name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
 def parse_list(text: str, what: str) -> list[str]:

@@ -82,6 +82,8 @@ def _mkdir(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise RunError(f"{folder}: exists and is not a folder") from None
+    except NotADirectoryError:
+        raise RunError(f"{folder}: cannot create it (a part of the path is a file, not a folder)") from None
     except OSError as exc:
         raise _write_error(folder, exc) from None
 
