@@ -299,8 +299,16 @@ def make_storage(url: str) -> Any:
     else:  # optuna < 4.9
         retry["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=GRACE_S, **retry)
+        for attempt in range(6):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S, **retry)
+            except Exception as exc:  # noqa: BLE001 - two processes creating one SQLite schema at once
+                racing = "alembic_version" in str(exc) or "already exists" in str(exc) or "is locked" in str(exc)
+                if not racing or attempt == 5:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
     except ImportError as exc:
         raise ConfigError(f"--storage {redact(url)}: missing database driver ({scrub(str(exc), url)}); "
                           "for PostgreSQL pip install psycopg2-binary") from None
@@ -526,15 +534,25 @@ def _budgeted_trial(trial: Any, setup: SweepSetup, cache: dict[str, Any]) -> flo
     and were asked before it (trial numbers are given out in order by the storage). Exactly
     ``setup.trials`` trials then run, however the workers interleave."""
     if claimed_trials(trial.study, before=trial.number) >= setup.trials:
-        trial.set_user_attr(SURPLUS, True)
-        trial.study.stop()
+        trial.set_user_attr(SURPLUS, True)  # the worker's callback then stops it: the budget is used up
         raise SurplusTrial(f"trial {trial.number}: the study already has {setup.trials} trials")
     return _train_trial(trial, setup, cache)
 
 
 class _SurplusFilter(logging.Filter):
+    """Drops Optuna's two "Trial N failed ..." lines for a surplus trial N."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[str] = set()
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return SurplusTrial.__name__ not in record.getMessage()
+        text = record.getMessage()
+        number = text.split()[1] if text.startswith("Trial ") and len(text.split()) > 1 else None
+        if SurplusTrial.__name__ in text and number is not None:
+            self.numbers.add(number)
+            return False
+        return not (number in self.numbers and "failed with value" in text)
 
 
 def _quiet_surplus_failures() -> None:
