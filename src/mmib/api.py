@@ -103,6 +103,10 @@ def train(
     if resume:
         if out is None:
             raise RunError("resume needs the run directory (out=...)")
+        if not Path(out).is_dir():
+            raise RunError(f"{out}: no such run directory (no checkpoint to resume from)")
+        if not (Path(out) / rundir.CONFIG).is_file():
+            raise RunError(f"{out}: no run to resume here (no {rundir.CONFIG}, no checkpoint)")
         cfg = load_config(Path(out) / rundir.CONFIG)
         cfg.data.trust_pickle = bool(trust_pickle)
     else:

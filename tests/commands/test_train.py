@@ -288,3 +288,11 @@ def test_sigkill_at_any_moment_then_resume_loses_at_most_one_epoch_and_matches_a
         assert _strip(rundir.read_jsonl(d / rundir.METRICS)) == ref_rows  # the same numbers, epoch by epoch
         results = json.loads((d / rundir.RESULTS).read_text())
         assert results["test"] == ref_results["test"] and results["best_epoch"] == ref_results["best_epoch"]
+
+
+def test_a_data_error_leaves_no_empty_run_directory(tmp_path, capsys):
+    bad = tmp_path / "nan.npz"
+    np.savez(bad, a=np.full((10, 2), np.nan), y=np.zeros(10), split=np.array(["train"] * 8 + ["test"] * 2))
+    code, _, err = cli(capsys, "train", "-m", "concat", "-d", bad, "--out", tmp_path / "r")
+    one_line_error(code, err, "NaN")
+    assert not (tmp_path / "r").exists()

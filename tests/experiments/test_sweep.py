@@ -356,7 +356,9 @@ def test_a_trial_asked_for_beyond_the_budget_is_surplus_and_never_trains(tmp_pat
 @pytest.mark.slow
 def test_two_sweep_processes_on_one_sqlite_study_finish_exactly_the_budget(tmp_path, tiny_data, tiny_sets):
     out = tmp_path / "shared"
-    cmd = [sys.executable, "-m", "mmib", *_sweep_args(out, tiny_data, tiny_sets, trials=4), "--set", "threads=1"]
+    # 8-epoch trials: both processes have a trial running when the 4th finishes (the old code then ran 5)
+    cmd = [sys.executable, "-m", "mmib", *_sweep_args(out, tiny_data, tiny_sets, trials=4), "--set", "threads=1",
+           "--epochs", "8", "--set", "patience=100"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
              for _ in range(2)]

@@ -185,3 +185,15 @@ def test_old_format_runs_point_to_mmib_convert(tmp_path):
         rundir.check_run_dir(tmp_path)
     with pytest.raises(RunError, match=message):
         rundir.model_path(tmp_path)
+
+
+def test_the_check_before_data_loading_creates_nothing(tmp_path, monkeypatch):
+    target = tmp_path / "a" / "b" / "run"
+    assert rundir.prepare_dir(target, create=False) == target
+    assert list(tmp_path.iterdir()) == []  # no folder, no probe left
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(RunError, match=r"cannot create it \(.*/f is a file, not a folder\)"):
+        rundir.prepare_dir(tmp_path / "f" / "run", create=False)
+    monkeypatch.setattr(rundir.os, "fsync", _enospc)
+    with pytest.raises(RunError, match="No space left on device"):
+        rundir.prepare_dir(target, create=False)

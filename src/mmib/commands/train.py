@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 raise RunError(f"{out}: holds an unfinished run; pass --resume to continue it or --overwrite")
         else:
             out = next_free_dir(Path("runs") / default_run_name(cfg))
-        rundir.prepare_dir(out)  # a read-only or full output folder fails here, before the data are loaded
+        rundir.prepare_dir(out, create=False)  # a read-only or full output folder fails before the data load
         dataset = dataset_from_config(cfg.data)
         print(dataset.summary())
         result = train(config=cfg, out=out, dataset=dataset, overwrite=args.overwrite)

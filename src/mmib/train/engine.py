@@ -296,17 +296,25 @@ class Trainer:
 
         Frozen encoders that can (``uses_feature_cache``: a frozen BERT-type text encoder) get a
         per-sample feature cache for the run (:func:`mmib.nn.cache.feature_caches`)."""
-        with feature_caches(self.model, len(self.dataset)):
-            if self.run_dir is None:
-                return self._fit(resume)
-            if resume and not self.run_dir.is_dir():
-                raise RunError(f"{self.run_dir}: no such run directory (no checkpoint to resume from)")
-            rundir.prepare_dir(self.run_dir, self._bytes_needed())
-            with rundir.RunLock(self.run_dir) as lock:
-                if lock.note:
-                    warnings.warn(lock.note, stacklevel=2)
-                rundir.remove_stale_temps(self.run_dir)
-                return self._fit(resume)
+        with feature_caches(self.model, len(self.dataset)), self.holding_run_dir(resume):
+            return self._fit(resume)
+
+    @contextlib.contextmanager
+    def holding_run_dir(self, resume: bool = False) -> Any:
+        """Everything that writes ``run_dir`` runs inside this: the folder is checked (writable, enough
+        space) before training, its lock is held (a second process gets a RunError), and temporary
+        files of killed writes are removed. A no-op without a run directory."""
+        if self.run_dir is None:
+            yield
+            return
+        if resume and not self.run_dir.is_dir():
+            raise RunError(f"{self.run_dir}: no such run directory (no checkpoint to resume from)")
+        rundir.prepare_dir(self.run_dir, self._bytes_needed())
+        with rundir.RunLock(self.run_dir) as lock:
+            if lock.note:
+                warnings.warn(lock.note, stacklevel=3)
+            rundir.remove_stale_temps(self.run_dir)
+            yield
 
     def _bytes_needed(self) -> int:
         """Disk space a run directory needs: the weights (model file and checkpoint, each with its

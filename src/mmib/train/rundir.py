@@ -401,17 +401,26 @@ def remove_stale_temps(run_dir: str | Path) -> list[str]:
     return sorted(removed)
 
 
-def prepare_dir(run_dir: str | Path, need_bytes: int = 0) -> Path:
+def prepare_dir(run_dir: str | Path, need_bytes: int = 0, create: bool = True) -> Path:
     """Create ``run_dir`` and make sure files can be written there, before any training.
 
     RunError when ``run_dir`` is an existing file, cannot be created, is read-only, or its
-    disk has less than ``need_bytes`` free (a probe file is written, fsynced and removed)."""
+    disk has less than ``need_bytes`` free (a probe file is written, fsynced and removed).
+    With ``create=False`` nothing is created: the probe goes to the nearest existing folder
+    on the way to ``run_dir`` (a check before data are loaded that leaves no empty folder)."""
     p = Path(run_dir)
     if p.exists() and not p.is_dir():
         raise RunError(f"{p}: exists and is not a folder; choose another output folder")
-    _mkdir(p)
+    where = p
+    if create:
+        _mkdir(p)
+    else:
+        while not where.exists() and where != where.parent:
+            where = where.parent
+        if not where.is_dir():
+            raise RunError(f"{p}: cannot create it ({where} is a file, not a folder)")
     try:
-        fd, probe = tempfile.mkstemp(prefix=".mmib-probe.", suffix=_TMP_SUFFIX, dir=p)
+        fd, probe = tempfile.mkstemp(prefix=".mmib-probe.", suffix=_TMP_SUFFIX, dir=where)
     except OSError as exc:
         raise _write_error(p, exc) from None
     try:
@@ -427,7 +436,7 @@ def prepare_dir(run_dir: str | Path, need_bytes: int = 0) -> Path:
         except OSError:
             pass
     if need_bytes > 0:
-        free = shutil.disk_usage(p).free
+        free = shutil.disk_usage(where).free
         if free < need_bytes:
             raise RunError(f"{p}: only {free / 2**20:.1f} MiB free on its disk; the run needs about "
                            f"{need_bytes / 2**20:.1f} MiB (weights, checkpoint and their temporary copies)")
