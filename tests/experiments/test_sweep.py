@@ -368,3 +368,15 @@ def test_two_sweep_processes_on_one_sqlite_study_finish_exactly_the_budget(tmp_p
     states = [t.state.name for t in study.trials if not t.user_attrs.get("surplus")]
     assert states.count("COMPLETE") == 4 and len(states) == 4
     assert all("failed" not in e.lower() for e in errors), errors  # surplus trials are not reported as failures
+
+
+def test_continuing_from_the_directory_never_trusts_pickles(tmp_path, tiny_data):
+    setup, _ = prepare("late", "sim-msa", PARAMS, tmp_path, trials=1, data_options=tiny_data)
+    saved = setup.public()
+    saved["base"]["data"]["trust_pickle"] = True  # as a stranger's sweep.json could say
+    (tmp_path / "sweep.json").write_text(json.dumps(saved))
+    again, _ = prepare(None, None, [], tmp_path)
+    assert again.config.data.trust_pickle is False
+    from mmib.experiments._util import comparable_config
+
+    assert comparable_config(again.base) == comparable_config(saved["base"])  # still the same study

@@ -53,6 +53,7 @@ def comparable_config(cfg: RunConfig | dict) -> dict:
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     for key in VOLATILE_TRAIN_KEYS:
         d.get("train", {}).pop(key, None)
+    d.get("data", {}).pop("trust_pickle", None)  # how a file is opened, not what the run computes
     return d
 
 

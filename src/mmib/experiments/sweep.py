@@ -611,6 +611,8 @@ def prepare(
                               f"give it again (${STORAGE_ENV}, --storage-file or --storage)")
         d.update(storage=storage or d["storage"], study=study or d["study"], workers=workers,
                  trials=trials if trials is not None else d["trials"])
+        if isinstance(d.get("base", {}).get("data"), dict):
+            d["base"]["data"]["trust_pickle"] = False  # a stored file never grants it: give the full command
         setup = SweepSetup(**d)
         dataset = dataset_from_config(setup.config.data)
         return setup, dataset

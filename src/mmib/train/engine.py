@@ -318,9 +318,12 @@ class Trainer:
 
     def _bytes_needed(self) -> int:
         """Disk space a run directory needs: the weights (model file and checkpoint, each with its
-        temporary copy), optimizer state of up to twice the weights, and some slack."""
+        temporary copy), optimizer state of up to twice the weights, and some slack, less the files
+        of this run that will be replaced."""
         weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
-        return 6 * weights + 2**20
+        replaced = sum((self.run_dir / n).stat().st_size for n in (rundir.MODEL, rundir.CHECKPOINT)
+                       if self.run_dir is not None and (self.run_dir / n).is_file())
+        return max(6 * weights - replaced, 0) + 2**20
 
     def _fit(self, resume: bool) -> FitResult:
         cfg = self.config
@@ -437,12 +440,13 @@ class Trainer:
                               "train": train_terms})
 
     def _check_loss_growth(self, state: _State, terms: dict[str, float], phase: str) -> None:
-        """TrainingDiverged when a loss grew LOSS_EXPLOSION-fold beyond its first epoch's value (floored at 1):
-        a finite explosion the NaN check does not see."""
+        """TrainingDiverged when a loss grew LOSS_EXPLOSION-fold beyond its value in the phase's first epoch
+        (floored at 1): a finite explosion the NaN check does not see."""
         for key, value in terms.items():
             if key != "loss" and not key.endswith("/loss"):
                 continue
-            first = next((r["train"][key] for r in state.history if key in r.get("train", {})), None)
+            first = next((r["train"][key] for r in state.history
+                          if r.get("phase") == phase and key in r.get("train", {})), None)
             if first is None:
                 continue
             limit = LOSS_EXPLOSION * max(abs(first), 1.0)
