@@ -197,3 +197,25 @@ def test_the_check_before_data_loading_creates_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(rundir.os, "fsync", _enospc)
     with pytest.raises(RunError, match="No space left on device"):
         rundir.prepare_dir(target, create=False)
+
+
+def test_the_only_code_that_unpickles_is_the_two_explicit_opt_ins():
+    """Plain unpickling happens in exactly two places: ``mmib convert`` (rundir.load_legacy_pickle) and
+    ``trust_pickle`` (files.read_feature_pickle); every np.load refuses pickles."""
+    import re
+    from pathlib import Path
+
+    import mmib
+
+    calls = []
+    for f in sorted(Path(mmib.__file__).parent.rglob("*.py")):
+        for i, line in enumerate(f.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if "``" in code or code.strip().startswith(('"', "'")):
+                continue  # docstrings and help texts
+            if re.search(r"weights_only\s*=\s*False|pickle\.loads?\(|torch\.load\(|allow_pickle\s*=\s*True", code):
+                calls.append(f"{f.name}:{code.strip()}")
+            if "np.load(" in code:
+                assert "allow_pickle=False" in code, f"{f}:{i}"
+    assert calls == ["files.py:return pickle.load(f, **kw)",
+                     'rundir.py:return torch.load(p, map_location="cpu", weights_only=False)'], calls
