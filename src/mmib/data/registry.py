@@ -94,13 +94,18 @@ def load_dataset(
     seed: int = 0,
     standardize: bool = True,
     replace_nonfinite: bool = False,
+    trust_pickle: bool = False,
     **options: Any,
 ) -> MultimodalDataset:
     """Load dataset ``name`` (or a file path), validate it and, by default, standardise
     every modality with statistics of its training split.
 
     Every dataset takes ``select`` (``--set data.select=a0,b0``): keep only those
-    modalities or ground-truth parts (:meth:`MultimodalDataset.select`)."""
+    modalities or ground-truth parts (:meth:`MultimodalDataset.select`).
+
+    ``trust_pickle`` opens MMSA/MulT pickles with plain ``pickle.load``, which runs any
+    code the file holds; by default they go through a restricted unpickler that admits
+    only the plain data those layouts contain (:func:`mmib.data.files.read_feature_pickle`)."""
     entries = _entries()
     if name not in entries:
         if Path(name).exists() and path is None:
@@ -123,6 +128,10 @@ def load_dataset(
         kwargs.setdefault("seed", seed)
     if "replace_nonfinite" in params:
         kwargs.setdefault("replace_nonfinite", replace_nonfinite)
+    if "trust_pickle" in params:
+        kwargs.setdefault("trust_pickle", trust_pickle)
+    elif trust_pickle:
+        raise ConfigError(f"data.trust_pickle: dataset {name!r} reads no pickle files")
     sig_path = "path" in inspect.signature(entry.loader).parameters
     if entry.needs_path and path is None:
         raise ConfigError(f"dataset {name!r} reads a file: pass --data-path PATH")
