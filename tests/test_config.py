@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from mmib.config import RunConfig, TrainConfig, apply_overrides, coerce_dataclass, dump_config, load_config, parse_value
@@ -53,3 +55,44 @@ def test_yaml_round_trip_and_errors(tmp_path):
         load_config(tmp_path / "sec.yaml")
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("lr=-1", "--set lr must be a finite number > 0, got -1.0"),
+    ("text_lr=0", "--set text_lr must be a finite number > 0, got 0.0"),
+    ("weight_decay=-1", "--set weight_decay must be a finite number >= 0, got -1.0"),
+    ("clip_grad=-1", "--set clip_grad must be a finite number > 0 (or null for no clipping), got -1.0"),
+    ("threads=-1", "--set threads must be an integer >= 1 (or null for PyTorch's default), got -1"),
+    ("threads=0", "--set threads must be an integer >= 1 (or null for PyTorch's default), got 0"),
+    ("eval_batch_size=0", "--set eval_batch_size must be an integer >= 1, got 0"),
+    ("patience=0", "--set patience must be an integer >= 1, got 0"),
+    ("epochs=-2", "--set epochs must be an integer >= 0, got -2"),
+])
+def test_out_of_range_training_values_are_refused_naming_the_option(override, message):
+    import re
+
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        apply_overrides(RunConfig(), [override])
+
+
+def test_valid_edge_values_are_accepted():
+    cfg = apply_overrides(RunConfig(), ["clip_grad=null", "threads=null", "weight_decay=0", "epochs=0", "lr=1e-9"])
+    assert cfg.train.clip_grad is None and cfg.train.threads is None and cfg.train.epochs == 0
+
+
+def test_yaml_configs_are_range_checked_too(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  lr: -0.5\n")
+    with pytest.raises(ConfigError, match=rf"^{p}: train.lr must be a finite number > 0, got -0.5$"):
+        load_config(p)
+
+
+@pytest.mark.parametrize("value", ["1.5", "1", "-0.1"])
+def test_dropout_outside_0_1_is_refused_for_every_model(value):
+    from mmib.models.registry import list_models, model_options
+
+    for entry in list_models():
+        if "dropout" in {f.name for f in dataclasses.fields(entry.cls.Options)}:
+            with pytest.raises(ConfigError, match=rf"^model {entry.name}.dropout must lie in \[0, 1\), got "):
+                model_options(entry.name, {"dropout": value})
+    assert model_options("concat", {"dropout": "0.0"}).dropout == 0.0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from mmib.config import (
 )
 from mmib.data.dataset import Batch, DatasetSpec, MultimodalDataset, Standardizer
 from mmib.data.registry import load_dataset
-from mmib.errors import ConfigError, DataError, RunError
+from mmib.errors import ConfigError, DataError, MMIBError, RunError
 from mmib.models.base import MultimodalModel
 from mmib.models.registry import build_model
 from mmib.models.registry import model_options as model_option_values
@@ -36,7 +36,7 @@ def dataset_from_config(cfg: DataConfig) -> MultimodalDataset:
     """Load the dataset a :class:`DataConfig` describes."""
     return load_dataset(
         cfg.name, cfg.path, seed=cfg.seed, standardize=cfg.standardize, replace_nonfinite=cfg.replace_nonfinite,
-        **cfg.options,
+        trust_pickle=cfg.trust_pickle, **cfg.options,
     )
 
 
@@ -97,6 +97,8 @@ def train(
     dataset: MultimodalDataset | None = None,
     resume: bool = False,
     epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
+    overwrite: bool = True,
+    trust_pickle: bool | None = None,
     **kwargs: Any,
 ) -> FitResult:
     """Train a registered model on a dataset; write a run directory when ``out`` is given.
@@ -106,17 +108,29 @@ def train(
     With ``resume=True`` the run in ``out`` continues from its last epoch.
     ``epoch_callback(epoch, row)`` is called after every epoch with its logged
     metrics row and may raise to stop training (sweeps prune trials this way).
+    ``overwrite=False`` refuses an ``out`` that already holds a run (checked under the run's
+    lock, so two processes started together cannot both write it). ``trust_pickle`` opens
+    pickled data files with plain ``pickle.load``; a resumed run's stored ``config.yaml``
+    never grants it by itself.
     """
     if resume:
         if out is None:
             raise RunError("resume needs the run directory (out=...)")
+        if not Path(out).is_dir():
+            raise RunError(f"{out}: no such run directory (no checkpoint to resume from)")
+        if not (Path(out) / rundir.CONFIG).is_file():
+            raise RunError(f"{out}: no run to resume here (no {rundir.CONFIG}, no checkpoint)")
         cfg = load_config(Path(out) / rundir.CONFIG)
+        cfg.data.trust_pickle = bool(trust_pickle)
     else:
         cfg = make_config(model, data, config, **kwargs)
+        if trust_pickle is not None:
+            cfg.data.trust_pickle = trust_pickle
     ds = dataset if dataset is not None else dataset_from_config(cfg.data)
     seed_everything(cfg.train.seed)  # the initial weights depend on the training seed alone
     net = build_model(cfg.model.name, ds.spec, **cfg.model.options)
-    return Trainer(net, ds, cfg.train, out, cfg, epoch_callback=epoch_callback).fit(resume=resume)
+    trainer = Trainer(net, ds, cfg.train, out, cfg, epoch_callback=epoch_callback, overwrite=overwrite)
+    return trainer.fit(resume=resume)
 
 
 def train_together(
@@ -205,16 +219,22 @@ class Run:
     results: dict[str, Any]
     standardizer: Standardizer | None
     spec: DatasetSpec
+    #: The model file's other entries (``epoch``, ``extractor`` settings of `mmib extract` features, ...).
+    meta: dict[str, Any] = field(default_factory=dict)
 
-    def dataset(self, name: str | None = None, path: str | None = None, **options: Any) -> MultimodalDataset:
+    def dataset(
+        self, name: str | None = None, path: str | None = None, trust_pickle: bool = False, **options: Any
+    ) -> MultimodalDataset:
         """The run's dataset (or another one) prepared as the run's training data were:
-        standardised with the run's own training statistics."""
+        standardised with the run's own training statistics. A pickled data file opens the
+        old way only with ``trust_pickle`` (the run's stored config never grants it)."""
         d = self.config.data
         if name is None:
             ds = load_dataset(d.name, d.path, seed=d.seed, standardize=False, replace_nonfinite=d.replace_nonfinite,
-                              **{**d.options, **options})
+                              trust_pickle=trust_pickle, **{**d.options, **options})
         else:
-            ds = load_dataset(name, path, seed=d.seed, standardize=False, replace_nonfinite=d.replace_nonfinite, **options)
+            ds = load_dataset(name, path, seed=d.seed, standardize=False, replace_nonfinite=d.replace_nonfinite,
+                              trust_pickle=trust_pickle, **options)
         check_compatible(self.spec, ds.spec, str(path or name or d.name))
         if self.standardizer is not None:
             self.standardizer.apply_(ds.features, ds.lengths)
@@ -237,16 +257,28 @@ def check_compatible(expected: DatasetSpec, got: DatasetSpec, where: str) -> Non
 
 
 def load_model_file(path: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
-    """Rebuild a model from a ``model.pt`` written by the engine."""
-    payload = rundir.torch_load(path)
-    if not isinstance(payload, dict) or payload.get("format") != "mmib-model":
-        raise RunError(f"{path}: not an mmib model file")
-    spec = DatasetSpec.from_dict(payload["spec"])
-    model = build_model(payload["model"], spec, **payload["options"])
+    """Rebuild a model from a ``model.safetensors`` written by the engine (no code in the file runs)."""
+    p = Path(path)
+    if p.suffix == ".pt" or (not p.is_file() and p.with_name(rundir.LEGACY_MODEL).is_file()):
+        raise rundir.legacy_error(p.parent, p.name if p.suffix == ".pt" else rundir.LEGACY_MODEL)
+    payload = rundir.read_state(p, rundir.MODEL_FORMAT, "mmib model file")
+    rundir.require_keys(payload, ("model", "options", "spec", "state_dict"), p, "mmib model file")
+    if not isinstance(payload["state_dict"], dict) or not all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values()):
+        raise RunError(f"{p}: 'state_dict' is not a mapping of tensors")
+    if not isinstance(payload["options"], dict):
+        raise RunError(f"{p}: 'options' is not a mapping")
+    try:
+        spec = DatasetSpec.from_dict(payload["spec"])
+    except (KeyError, TypeError, ValueError, AttributeError, MMIBError) as exc:
+        raise RunError(f"{p}: malformed 'spec' ({type(exc).__name__}: {exc})") from None
+    try:
+        model = build_model(str(payload["model"]), spec, **payload["options"])
+    except MMIBError as exc:
+        raise RunError(f"{p}: {exc}") from None
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:
-        raise RunError(f"{path}: weights do not match model {payload['model']!r} ({str(exc).splitlines()[0]})") from None
+        raise RunError(f"{p}: weights do not match model {payload['model']!r} ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, payload
 
@@ -254,13 +286,18 @@ def load_model_file(path: str | Path) -> tuple[MultimodalModel, dict[str, Any]]:
 def load_run(path: str | Path) -> Run:
     """Load a finished run directory (config, best weights, results)."""
     p = rundir.check_run_dir(path)
-    if not (p / rundir.MODEL).is_file():
-        raise RunError(f"{p}: the run has no {rundir.MODEL} yet (unfinished? resume it with --resume)")
+    model_file = rundir.model_path(p)
     cfg = load_config(p / rundir.CONFIG)
-    model, payload = load_model_file(p / rundir.MODEL)
+    model, payload = load_model_file(model_file)
     results = rundir.read_json(p / rundir.RESULTS) if (p / rundir.RESULTS).is_file() else {}
-    st = Standardizer.from_state_dict(payload["standardizer"]) if payload.get("standardizer") else None
-    return Run(p, cfg, model, results, st, model.spec)
+    st = None
+    if payload.get("standardizer"):
+        try:
+            st = Standardizer.from_state_dict(payload["standardizer"])
+        except (KeyError, TypeError, AttributeError):
+            raise RunError(f"{model_file}: malformed 'standardizer'") from None
+    meta = {k: v for k, v in payload.items() if k not in ("state_dict", "standardizer")}
+    return Run(p, cfg, model, results, st, model.spec, meta)
 
 
 def evaluate(
@@ -327,13 +364,23 @@ def predict_arrays(
         n = x.shape[0]
         feats[m.name] = x
     assert n is not None
-    lens = {k: torch.as_tensor(np.asarray(v)).long() for k, v in (lengths or {}).items() if k in feats}
+    if n == 0:
+        raise DataError(f"{source}: no samples (every modality array has 0 rows)")
+    lens = {k: _checked_lengths(v, feats[k], n, f"{source}: '{k}_lengths'")
+            for k, v in (lengths or {}).items() if k in feats}
     for name, x in feats.items():
         if x.dim() == 3 and name not in lens:
             lens[name] = torch.full((n,), x.shape[1], dtype=torch.long)
     if run.standardizer is not None:
         run.standardizer.apply_(feats, lens)
-    ext = {k: torch.as_tensor(np.asarray(v)) for k, v in (extras or {}).items()}
+    ext = {}
+    for k, v in (extras or {}).items():
+        e = torch.as_tensor(np.asarray(v))
+        if e.dim() == 0 or e.shape[0] != n:
+            raise DataError(f"{source}: {k!r} has shape {tuple(e.shape)}; expected {n} rows like the modalities")
+        if k == "text_bert" and (e.dim() != 3 or e.shape[1] != 3 or e.is_floating_point()):
+            raise DataError(f"{source}: 'text_bert' has shape {tuple(e.shape)} ({e.dtype}); expected integer (N, 3, L)")
+        ext[k] = e
     model = run.model.eval()
     preds, named = [], {}
     with torch.inference_mode():
@@ -347,6 +394,20 @@ def predict_arrays(
                 if v.dim() >= 1 and v.shape[0] == len(idx):
                     named.setdefault(k, []).append(v.float())
     return torch.cat(preds), {k: torch.cat(v) for k, v in named.items()}
+
+
+def _checked_lengths(value: Any, x: torch.Tensor, n: int, where: str) -> torch.Tensor:
+    """Per-sample valid steps of a sequence (0..L) or a 0/1 presence flag of a vector, checked."""
+    arr = np.asarray(value)
+    if arr.shape != (n,):
+        raise DataError(f"{where} has shape {tuple(arr.shape)}; expected ({n},), one length per sample")
+    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise DataError(f"{where} is not numeric (dtype {arr.dtype})")
+    limit = x.shape[1] if x.dim() == 3 else 1
+    f = arr.astype(np.float64)
+    if not np.isfinite(f).all() or not np.array_equal(f, np.round(f)) or (f < 0).any() or (f > limit).any():
+        raise DataError(f"{where} must hold whole numbers in [0, {limit}] (found {f.min():g}..{f.max():g})")
+    return torch.as_tensor(f.astype(np.int64))
 
 
 __all__ = [

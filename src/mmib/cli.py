@@ -3,14 +3,18 @@
 Sub-commands live in :mod:`mmib.commands`, one module each, discovered at
 start-up: a module defines ``COMMAND`` (its name), ``HELP``, ``ORDER``,
 ``add_arguments(parser)`` and ``run(args) -> int``. User errors
-(:class:`~mmib.errors.MMIBError`) print one line and exit 2; ``--debug`` shows
-the traceback instead.
+(:class:`~mmib.errors.MMIBError`, and OSError from the environment: a file that
+cannot be read or written, a full disk) print one line and exit 2; ``--debug``
+shows the traceback instead. Warnings print as one ``mmib CMD: warning: ...``
+line each. A closed stdout (``mmib train ... | head -1``) ends the command
+quietly with status 141, as SIGPIPE would.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 import warnings
@@ -62,6 +66,29 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 
 
+def _one_line_warnings(command: str) -> None:
+    """Show warnings as ``mmib COMMAND: warning: message`` (no source line)."""
+
+    def show(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+        stream = file if file is not None else sys.stderr
+        try:
+            text = " ".join(str(message).split("\n"))
+            stream.write(f"mmib {command}: warning: {text}\n")
+        except (OSError, ValueError):
+            pass
+
+    warnings.showwarning = show
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -71,8 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = getattr(args, "debug", False)
+    shown = warnings.showwarning
     if not debug:
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        _one_line_warnings(args.command)
     try:
         return int(args._run(args) or 0)
     except MMIBError as exc:
@@ -80,9 +109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"mmib {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 141
+    except OSError as exc:  # a file the environment will not let us read or write
+        if debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"mmib {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"mmib {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -36,6 +36,9 @@ class DataConfig:
     seed: int = 0
     standardize: bool = True
     replace_nonfinite: bool = False
+    #: Open MMSA/MulT pickles with plain ``pickle.load`` (runs any code in the file). Only a
+    #: command line or API call grants it: a config read from a run directory never does.
+    trust_pickle: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -106,12 +109,46 @@ class RunConfig:
         unknown = set(d) - set(SECTIONS)
         if unknown:
             raise ConfigError(f"{where}: unknown section(s) {', '.join(sorted(unknown))}; expected {', '.join(SECTIONS)}")
-        return cls(
+        cfg = cls(
             data=coerce_dataclass(DataConfig, d.get("data") or {}, f"{where}: data"),
             model=coerce_dataclass(ModelConfig, d.get("model") or {}, f"{where}: model"),
             train=coerce_dataclass(TrainConfig, d.get("train") or {}, f"{where}: train"),
             preset=coerce_dataclass(PresetConfig, d.get("preset") or {}, f"{where}: preset"),
         )
+        validate_train_config(cfg.train, f"{where}: train.")
+        return cfg
+
+
+def validate_train_config(cfg: TrainConfig, prefix: str = "") -> None:
+    """ConfigError naming the option when a training value is out of its range.
+
+    Every entry point goes through here (YAML configs, ``--set``, the Trainer), so a value
+    like ``lr=-1`` or ``dropout=1.5`` never reaches PyTorch."""
+    def bad(key: str, rule: str, value: Any) -> ConfigError:
+        return ConfigError(f"{prefix}{key} must be {rule}, got {value!r}")
+
+    for key in ("lr", "text_lr"):
+        value = getattr(cfg, key)
+        if not (math.isfinite(value) and value > 0):
+            raise bad(key, "a finite number > 0", value)
+    if not (math.isfinite(cfg.weight_decay) and cfg.weight_decay >= 0):
+        raise bad("weight_decay", "a finite number >= 0", cfg.weight_decay)
+    if cfg.clip_grad is not None and not (math.isfinite(cfg.clip_grad) and cfg.clip_grad > 0):
+        raise bad("clip_grad", "a finite number > 0 (or null for no clipping)", cfg.clip_grad)
+    for key in ("batch_size", "eval_batch_size", "patience"):
+        if getattr(cfg, key) < 1:
+            raise bad(key, "an integer >= 1", getattr(cfg, key))
+    if cfg.epochs < 0:
+        raise bad("epochs", "an integer >= 0", cfg.epochs)
+    if cfg.threads is not None and cfg.threads < 1:
+        raise bad("threads", "an integer >= 1 (or null for PyTorch's default)", cfg.threads)
+    if not (math.isfinite(cfg.warmup_epochs) and cfg.warmup_epochs >= 0):
+        raise bad("warmup_epochs", "a finite number >= 0", cfg.warmup_epochs)
+
+
+#: Option names (in any dataclass: model options too) that hold a probability of dropping units.
+def _is_dropout(name: str) -> bool:
+    return name == "dropout" or name.endswith("_dropout")
 
 
 #: The sections of a run config file.
@@ -258,6 +295,8 @@ def coerce_dataclass(cls: type, values: dict[str, Any], where: str) -> Any:
         if key not in names:
             raise ConfigError(f"{where}: unknown option {key!r}{suggest(key, names)}; valid: {', '.join(names)}")
         kwargs[key] = coerce(value, hints[key], f"{where}.{key}")
+        if _is_dropout(key) and isinstance(kwargs[key], float) and not 0.0 <= kwargs[key] < 1.0:
+            raise ConfigError(f"{where}.{key} must lie in [0, 1), got {kwargs[key]!r}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -324,4 +363,5 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
                 cfg.model.name = str(value)
             else:
                 _set_nested(cfg.model.options, rest, value)
+    validate_train_config(cfg.train, "--set ")
     return cfg

@@ -44,3 +44,22 @@ def test_registered_and_validated():
         make_sim_anomaly(mode="odd", **SMALL)
     with pytest.raises(DataError, match="anomaly_fraction"):
         make_sim_anomaly(anomaly_fraction=1.0, **SMALL)
+
+
+def test_sim_anomaly_oracle():
+    from scipy.stats import f as f_dist
+
+    from mmib.eval.metrics import compute_metrics
+
+    for mode in ("mismatch", "class"):
+        ds = make_sim_anomaly(3000, mode=mode, seed=2)
+        test = ds.splits["test"]
+        assert compute_metrics(ds.task, ds.meta["oracle"][test], ds.y[test])["auc"] == 1.0
+    # scale: |a|^2 is chi^2_d for normal rows and s^2 chi^2_d for anomalies, so the oracle's AUC is
+    # P(Y / X < s^2) for independent chi^2_d X, Y: the F(d, d) CDF at s^2.
+    ds = make_sim_anomaly(20_000, mode="scale", anomaly_scale=1.06, seed=3, shared_dim=20, a1_dim=20, a2_dim=20,
+                          anomaly_fraction=0.3)
+    rows = torch.cat([ds.splits["valid"], ds.splits["test"]])
+    auc = compute_metrics(ds.task, ds.meta["oracle"][rows], ds.y[rows])["auc"]
+    assert auc == pytest.approx(f_dist.cdf(1.06**2, 60, 60), abs=0.015)
+    assert 0.6 < auc < 0.75

@@ -511,3 +511,154 @@ def test_load_path_detects_formats(tmp_path: Path) -> None:
         assert load_path(dump(raw, tmp_path / "m.pkl"), replace_nonfinite=True, task="binary").task.kind == "binary"
     with pytest.raises(DataError, match="folder without mfeat"):
         load_path(tmp_path)
+
+
+# ---------------------------------------------------------------------- hostile pickles
+class _RunsCode:
+    """Unpickling this calls os.system: it writes ``marker``."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _py2_pickle(obj) -> bytes:
+    """``obj`` pickled as Python 2 with NumPy 1 wrote it: protocol 2, byte strings as STRING opcodes
+    (decoded on load with the file's encoding) and ``numpy.core`` module names."""
+    import io
+    import struct
+
+    class Py2Pickler(pickle._Pickler):  # type: ignore[misc, name-defined]
+        dispatch = dict(pickle._Pickler.dispatch)  # type: ignore[attr-defined]
+
+        def write_string(self, b):
+            n = len(b)
+            self.write((pickle.SHORT_BINSTRING + bytes([n]) if n < 256 else pickle.BINSTRING + struct.pack("<i", n)) + b)
+
+        def save_bytes(self, b):
+            self.write_string(b)
+            self.memoize(b)
+
+        def save_str(self, s):
+            try:
+                self.write_string(s.encode("ascii"))
+            except UnicodeEncodeError:
+                pickle._Pickler.save_str(self, s)  # type: ignore[attr-defined]
+
+        dispatch[bytes] = save_bytes
+        dispatch[str] = save_str
+
+    buf = io.BytesIO()
+    Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue().replace(b"numpy._core.", b"numpy.core.")
+
+
+@pytest.mark.parametrize("loader", [load_mmsa_pickle, load_mult_pickle, load_path])
+def test_a_hostile_pickle_is_refused_naming_the_file_and_the_global(tmp_path: Path, loader) -> None:
+    marker = tmp_path / "marker"
+    d = mmsa_dict() if loader is not load_mult_pickle else mult_dict()
+    d["train"]["payload"] = _RunsCode(marker)
+    path = dump(d, tmp_path / "evil.pkl")
+    with pytest.raises(DataError, match=rf"^{path}: refused to unpickle global posix.system: a feature pickle holds only "
+                                        r"dicts, lists, strings, numbers and NumPy arrays.*--set data.trust_pickle=true"):
+        loader(path)
+    assert not marker.exists()
+    loader(path, trust_pickle=True)  # trusting the file runs its code, as documented
+    assert marker.exists()
+
+
+def test_any_global_outside_the_layouts_is_refused(tmp_path: Path) -> None:
+    import datetime
+
+    d = mmsa_dict()
+    d["train"]["when"] = datetime.date(2020, 1, 1)  # harmless, but not what a feature file holds
+    path = dump(d, tmp_path / "date.pkl")
+    with pytest.raises(DataError, match="refused to unpickle global datetime.date"):
+        load_mmsa_pickle(path)
+    assert len(load_mmsa_pickle(path, trust_pickle=True)) == sum(SIZES.values())
+
+
+def test_trust_pickle_flows_from_the_data_config(tmp_path: Path) -> None:
+    from mmib.api import dataset_from_config, make_config
+
+    d = mult_dict()
+    d["train"]["when"] = __import__("datetime").date(2020, 1, 1)
+    path = dump(d, tmp_path / "mosi_data.pkl")
+    cfg = make_config("concat", "mult", data_path=str(path))
+    with pytest.raises(DataError, match="refused to unpickle global datetime.date"):
+        dataset_from_config(cfg.data)
+    cfg = make_config("concat", "mult", data_path=str(path), overrides=["data.trust_pickle=true"])
+    assert cfg.data.trust_pickle is True and len(dataset_from_config(cfg.data)) == sum(SIZES.values())
+    with pytest.raises(ConfigError, match="data.trust_pickle: dataset 'sim-i' reads no pickle files"):
+        dataset_from_config(make_config("concat", "sim-i", overrides=["trust_pickle=true"]).data)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_real_layout_still_loads_under_every_protocol(tmp_path: Path, protocol: int) -> None:
+    mmsa = mmsa_dict()
+    p = tmp_path / "aligned_50.pkl"
+    p.write_bytes(pickle.dumps(mmsa, protocol=protocol))
+    ds = load_mmsa_pickle(p)
+    assert ds.ids == [i for s in ("train", "valid", "test") for i in mmsa[s]["id"]]  # object arrays of str
+    assert ds.meta["raw_text"][0] == "train sentence 0"
+    assert torch.allclose(ds.features["text"], torch.as_tensor(cat(mmsa, "text"), dtype=torch.float32))
+    mult = mult_dict(iemocap=True)
+    q = tmp_path / "iemocap_data.pkl"
+    q.write_bytes(pickle.dumps(mult, protocol=protocol))
+    assert load_mult_pickle(q).task.kind == "multilabel"
+
+
+def test_python2_latin1_mult_files_load(tmp_path: Path) -> None:
+    d = mult_dict()
+    data = _py2_pickle(d)
+    assert b"numpy.core.multiarray" in data
+    with pytest.raises(UnicodeDecodeError):
+        pickle.loads(data)  # needs encoding="latin1", which the loader retries with
+    path = tmp_path / "mosi_data.pkl"
+    path.write_bytes(data)
+    ds = load_mult_pickle(path)
+    assert torch.allclose(ds.features["text"], torch.as_tensor(cat(d, "text")))
+    assert ds.ids[0] == "vtrain_0_0.0"
+
+
+def test_an_unreadable_data_file_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = dump(mmsa_dict(), tmp_path / "aligned_50.pkl")
+    real_open = Path.open
+
+    def denied(self, *args, **kwargs):
+        if self == path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "open", denied)
+    for loader in (load_mmsa_pickle, load_path):
+        with pytest.raises(DataError, match=rf"^{path}: cannot read \(Permission denied\)$"):
+            loader(path)
+
+
+def test_sentiment_labels_outside_minus_3_to_3_are_warned_about(tmp_path: Path) -> None:
+    d = mmsa_dict()
+    d["valid"]["regression_labels"][1] = 7.5
+    path = dump(d, tmp_path / "aligned_50.pkl")
+    with pytest.warns(UserWarning, match=r"split 'valid': 1 'regression_labels' values lie outside \[-3, 3\], the "
+                                         r"sentiment range of CMU-MOSI/MOSEI \(found -?[\d.]+\.\.7\.5\); check the file"):
+        load_mmsa_pickle(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_mmsa_pickle(dump(mmsa_dict(), tmp_path / "ok.pkl"))  # labels in range: silent
+
+
+def test_sequences_of_length_zero_everywhere_warn_and_no_data_at_all_is_an_error(tmp_path: Path) -> None:
+    a = base_arrays()
+    a["y"] = np.linspace(-1, 1, 10)
+    a["b_lengths"] = np.zeros(10, dtype=np.int64)
+    with pytest.warns(UserWarning, match="modality 'b' has length 0 in every training sample"):
+        load_npz(write_npz(tmp_path / "b0.npz", **a))
+    none = {"b": a["b"], "b_lengths": a["b_lengths"], "y": a["y"], "split": a["split"],
+            "c": np.zeros((10, 3, 2)), "c_lengths": np.zeros(10, dtype=np.int64)}
+    with pytest.raises(DataError, match=r"no data at all: every modality \(b, c\) has length 0 in every training"):
+        load_npz(write_npz(tmp_path / "none.npz", **none))

@@ -20,6 +20,7 @@ from mmib.errors import ConfigError
 from mmib.experiments.study import builtin_studies, load_study, run_study
 from mmib.experiments.study import stats
 from mmib.experiments.study.spec import parse_study
+from mmib.train import rundir
 
 pytest.importorskip("sqlalchemy")
 
@@ -393,7 +394,7 @@ def test_a_study_killed_mid_run_reruns_only_the_killed_run(tmp_path):
     while time.time() < deadline and proc.poll() is None:  # wait for one finished run and a second one mid-way
         runs = list((out / "runs").iterdir()) if (out / "runs").is_dir() else []
         done = [p for p in runs if (p / "results.json").is_file()]
-        going = [p for p in runs if (p / "checkpoint.pt").is_file() and not (p / "results.json").is_file()]
+        going = [p for p in runs if (p / rundir.CHECKPOINT).is_file() and not (p / "results.json").is_file()]
         if done and going:
             victim = going[0]
             break

@@ -71,7 +71,7 @@ def test_epoch_callback_sees_every_epoch_and_can_stop_a_resumable_run(tmp_path, 
               epoch_callback=callback)
     assert [e for e, _ in seen] == [1, 2]
     assert "mae" in seen[1][1]["valid"] and "loss" in seen[1][1]["train"]
-    assert (out / "checkpoint.pt").is_file() and not (out / "results.json").exists()
+    assert (out / "checkpoint.safetensors").is_file() and not (out / "results.json").exists()
     result = train(out=out, resume=True, dataset=tiny_msa)
     assert result.results["epochs_run"] == 4
 
@@ -111,7 +111,7 @@ def test_objective_reports_each_epoch_and_prunes(tmp_path, tiny_data, tiny_sets)
     run = tmp_path / "trials" / "0007"
     assert trial.attrs["epochs_run"] == 2 and trial.attrs["run_dir"] == str(run)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-    assert not (run / "checkpoint.pt").exists()  # pruned trials are never resumed
+    assert not (run / "checkpoint.safetensors").exists()  # pruned trials are never resumed
 
 
 def test_invalid_sweeps_fail_before_training(tmp_path, tiny_data):
@@ -284,3 +284,167 @@ def test_trials_together_prune_and_resume_after_ctrl_c(tmp_path, monkeypatch, ti
     assert any("queued again the interrupted trial(s) 3, 4" in line for line in lines)
     done = [t for t in final.trials if t["state"] in ("COMPLETE", "PRUNED")]
     assert len(done) == 5 and sum(t["state"] == "COMPLETE" for t in final.trials) == 4
+
+
+# ---------------------------------------------------------------------- storage secrets and the trial budget
+SECRET = "hunter2-Secret"
+
+
+@pytest.mark.parametrize(("url", "password"), [
+    (f"postgresql+psycopg2://bob:{SECRET}@db.example:5432/studies", SECRET),
+    (f"postgresql://bob@db.example/studies?password={SECRET}", SECRET),
+    (f"postgresql://db.example/studies?sslmode=require&PASSWORD={SECRET}", SECRET),
+    (f"postgresql://bob:{SECRET}@db.example/studies?password={SECRET}&sslpassword={SECRET}", SECRET),
+    ("mysql+pymysql://bob:hunter2%40Secret@db/x", "hunter2@Secret"),
+    (f"postgresql://bob:p@ss{SECRET}@db.example/studies", f"p@ss{SECRET}"),
+    (f"postgresql://db/x?user=bob;passwd={SECRET}", SECRET),
+    (f"postgresql://db/x?token={SECRET}", SECRET),
+])
+def test_every_form_of_a_password_in_a_storage_url_is_masked(url, password):
+    from mmib.experiments.sweep import redact, scrub
+
+    masked = redact(url)
+    assert password not in masked and "hunter2" not in masked and "***" in masked
+    assert "db" in masked  # the rest stays readable
+    message = f"could not connect to {url}: password {password} rejected"
+    assert "hunter2" not in scrub(message, url)
+
+
+def test_a_url_without_a_password_is_shown_as_given():
+    from mmib.experiments.sweep import redact
+
+    for url in ("sqlite:////runs/sweep/study.db", "postgresql://bob@db:5432/x?sslmode=require"):
+        assert redact(url) == url
+
+
+def test_the_storage_url_comes_from_the_command_line_a_file_or_the_environment(tmp_path, monkeypatch):
+    from mmib.experiments.sweep import STORAGE_ENV, resolve_storage
+
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    assert resolve_storage() is None
+    monkeypatch.setenv(STORAGE_ENV, " postgresql://bob@db/x \n")
+    assert resolve_storage() == "postgresql://bob@db/x"
+    f = tmp_path / "storage.txt"
+    f.write_text(f"\npostgresql://bob:{SECRET}@db/x\n")
+    assert resolve_storage(storage_file=f) == f"postgresql://bob:{SECRET}@db/x"  # the file wins over the variable
+    assert resolve_storage("sqlite:///a.db") == "sqlite:///a.db"
+    with pytest.warns(UserWarning, match=r"--storage postgresql://bob:\*\*\*@db/x: a password on the command line is "
+                                         r"visible to other users \(ps\); put the URL in \$MMIB_STORAGE"):
+        resolve_storage(f"postgresql://bob:{SECRET}@db/x")
+    with pytest.raises(ConfigError, match="either --storage or --storage-file"):
+        resolve_storage("sqlite:///a.db", f)
+    with pytest.raises(ConfigError, match=r"--storage-file .*missing.txt: cannot read \(No such file or directory\)"):
+        resolve_storage(storage_file=tmp_path / "missing.txt")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        resolve_storage(storage_file=tmp_path / "empty.txt")
+
+
+def _sweep_args(out, tiny_data, tiny_sets, trials=1):
+    return ["sweep", "-m", "late", "-d", "sim-msa", "--out", str(out), "--trials", str(trials), "--epochs", "1",
+            "--sampler", "random", "--pruner", "none", *(f"--param={p}" for p in PARAMS),
+            *(f"--set=data.{k}={v}" for k, v in tiny_data.items()), *(f"--set={s}" for s in tiny_sets)]
+
+
+def _all_text(folder):
+    return "".join(p.read_text(errors="replace") for p in folder.rglob("*") if p.is_file() and p.suffix != ".db"
+                   and p.suffix != ".safetensors")
+
+
+def test_a_password_in_the_storage_url_reaches_no_output_and_no_file(tmp_path, monkeypatch, capsys, tiny_data,
+                                                                      tiny_sets):
+    from mmib.cli import main
+    from mmib.experiments.sweep import STORAGE_ENV
+
+    out = tmp_path / "sweep"
+    url = f"sqlite:///{tmp_path / 'study.db'}?password={SECRET}"  # SQLite ignores the parameter (with a warning)
+    monkeypatch.setenv(STORAGE_ENV, url)
+    assert main(_sweep_args(out, tiny_data, tiny_sets)) == 0
+    printed = "".join(capsys.readouterr())
+    assert SECRET not in printed and "password=***" in printed
+    written = _all_text(out)
+    assert SECRET not in written and "password=***" in json.loads((out / "sweep.json").read_text())["storage"]
+    for name in ("sweep.md", "trials.json", "sweep.json"):
+        assert "password=***" in (out / name).read_text()
+    # continuing from the directory needs the URL again (it was never written), and masks it again
+    monkeypatch.delenv(STORAGE_ENV)
+    assert main(["sweep", "--out", str(out)]) == 2
+    assert "has a password, which is never written to a file" in capsys.readouterr().err
+    (tmp_path / "url.txt").write_text(url + "\n")
+    assert main(["sweep", "--out", str(out), "--storage-file", str(tmp_path / "url.txt")]) == 0
+    assert SECRET not in "".join(capsys.readouterr()) and SECRET not in _all_text(out)
+
+
+@pytest.mark.parametrize("url", [
+    f"postgresql+psycopg2://bob@127.0.0.1:1/studies?password={SECRET}",
+    f"postgresql+psycopg2://bob:{SECRET}@127.0.0.1:1/studies",
+    f"postgresql+psycopg2://bob:{SECRET}@127.0.0.1:notaport/studies",
+    f"nosuchdb://bob:{SECRET}@host/x",
+])
+def test_the_error_path_masks_the_password_too(tmp_path, capsys, tiny_data, tiny_sets, url):
+    pytest.importorskip("psycopg2")
+    from mmib.cli import main
+
+    out = tmp_path / "sweep"
+    assert main([*_sweep_args(out, tiny_data, tiny_sets), "--storage-file", str(_file(tmp_path, url))]) == 2
+    err = capsys.readouterr().err
+    assert "mmib sweep: error: --storage " in err and "***" in err and len(err.strip().splitlines()) == 1
+    assert SECRET not in err and (not out.exists() or SECRET not in _all_text(out))
+
+
+def _file(tmp_path, text):
+    f = tmp_path / "storage.txt"
+    f.write_text(text + "\n")
+    return f
+
+
+def test_a_trial_asked_for_beyond_the_budget_is_surplus_and_never_trains(tmp_path, monkeypatch, tiny_data):
+    """Two workers asked for trials 3 and 4 at the same moment, with 3 trials finished and a budget of 4."""
+    import mmib.experiments.sweep as sw
+
+    setup, _ = prepare("late", "sim-msa", PARAMS, tmp_path, trials=4, data_options=tiny_data)
+    study = optuna.create_study()
+    for _ in range(3):
+        t = study.ask()
+        study.tell(t, 1.0)
+    first, second = study.ask(), study.ask()  # both RUNNING, numbered 3 and 4
+    trained = []
+    monkeypatch.setattr(sw, "_train_trial", lambda trial, s, c: trained.append(trial.number) or 0.5)
+    with pytest.raises(sw.SurplusTrial, match="trial 4: the study already has 4 trials"):
+        sw._budgeted_trial(second, setup, {})
+    assert sw._budgeted_trial(first, setup, {}) == 0.5
+    assert trained == [3] and second.user_attrs["surplus"] is True
+    study.tell(second, state=optuna.trial.TrialState.FAIL)
+    study.tell(first, 0.5)
+    assert sw.claimed_trials(study) == 4
+    records = sw.trial_records(study)
+    assert [r["state"] for r in records] == ["COMPLETE"] * 4 + ["SURPLUS"]
+
+
+@pytest.mark.slow
+def test_two_sweep_processes_on_one_sqlite_study_finish_exactly_the_budget(tmp_path, tiny_data, tiny_sets):
+    out = tmp_path / "shared"
+    # 8-epoch trials: both processes have a trial running when the 4th finishes (the old code then ran 5)
+    cmd = [sys.executable, "-m", "mmib", *_sweep_args(out, tiny_data, tiny_sets, trials=4), "--set", "threads=1",
+           "--epochs", "8", "--set", "patience=100"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=env)
+             for _ in range(2)]
+    errors = [p.communicate(timeout=600)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
+    study = optuna.load_study(study_name="shared", storage=f"sqlite:///{(out / 'study.db').resolve()}")
+    states = [t.state.name for t in study.trials if not t.user_attrs.get("surplus")]
+    assert states.count("COMPLETE") == 4 and len(states) == 4
+    assert all("failed" not in e.lower() for e in errors), errors  # surplus trials are not reported as failures
+
+
+def test_continuing_from_the_directory_never_trusts_pickles(tmp_path, tiny_data):
+    setup, _ = prepare("late", "sim-msa", PARAMS, tmp_path, trials=1, data_options=tiny_data)
+    saved = setup.public()
+    saved["base"]["data"]["trust_pickle"] = True  # as a stranger's sweep.json could say
+    (tmp_path / "sweep.json").write_text(json.dumps(saved))
+    again, _ = prepare(None, None, [], tmp_path)
+    assert again.config.data.trust_pickle is False
+    from mmib.experiments._util import comparable_config
+
+    assert comparable_config(again.base) == comparable_config(saved["base"])  # still the same study

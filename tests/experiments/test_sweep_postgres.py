@@ -43,3 +43,40 @@ def test_two_workers_and_a_second_machine_share_one_postgres_study(postgres_url,
             optuna.delete_study(study_name=study, storage=postgres_url)
         except Exception:  # noqa: BLE001 - the study may not exist if the sweep failed early
             pass
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("form", ["query", "userinfo"])
+def test_a_postgres_password_is_masked_on_stdout_stderr_and_in_every_file(postgres_url, tmp_path, capsys, monkeypatch,
+                                                                          tiny_data, tiny_sets, form):
+    """The server trusts local connections, so the password is sent and ignored: the sweep succeeds."""
+    from mmib.cli import main
+
+    secret = f"pg-Secret-{uuid.uuid4().hex[:6]}"
+    if form == "query":
+        url = postgres_url + ("&" if "?" in postgres_url else "?") + f"password={secret}"
+    else:
+        url = postgres_url.replace("postgres@", f"postgres:{secret}@", 1)
+        assert secret in url
+    study = f"mmib-mask-{uuid.uuid4().hex[:8]}"
+    out = tmp_path / "sweep"
+    monkeypatch.setenv("MMIB_STORAGE", url)
+    args = ["sweep", "-m", "late", "-d", "sim-msa", "--out", str(out), "--study", study, "--trials", "1", "--epochs",
+            "1", "--sampler", "random", "--pruner", "none", *(f"--param={p}" for p in PARAMS),
+            *(f"--set=data.{k}={v}" for k, v in tiny_data.items()), *(f"--set={s}" for s in tiny_sets)]
+    try:
+        assert main(args) == 0
+        printed = "".join(capsys.readouterr())
+        assert secret not in printed and "***" in printed
+        for name in ("sweep.md", "trials.json", "sweep.json", "trials.csv"):
+            assert secret not in (out / name).read_text()
+        assert "***" in (out / "sweep.md").read_text()
+        # the error path: the same study with other settings is refused, still masked
+        assert main([*args, "--param", "hidden=choice:8,16"]) == 2
+        err = capsys.readouterr().err
+        assert "was created with other settings" in err and secret not in err
+    finally:
+        try:
+            optuna.delete_study(study_name=study, storage=postgres_url)
+        except Exception:  # noqa: BLE001
+            pass

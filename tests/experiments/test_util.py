@@ -1,4 +1,5 @@
-"""Worker processes of the multi-run commands: reused across tasks, started with the library imported."""
+"""Helpers of the experiment modules; worker processes of the multi-run commands (reused across
+tasks, started with the library imported)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,16 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from mmib.experiments._util import WORKER_PRELOAD, process_context
+from mmib.experiments._util import WORKER_PRELOAD, process_context, slug
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("c-mib", "c-mib"), ("a b/c", "a-b-c"), ("..", "x"), (".", "x"), ("../../etc", "etc"), (".hidden", "hidden"),
+    ("/abs/path", "abs-path"), ("a\0b", "a-b"), ("", "x"), ("v1.2", "v1.2"),
+])
+def test_slug_is_one_safe_path_component(text, expected):
+    out = slug(text)
+    assert out == expected and "/" not in out and out not in (".", "..") and not out.startswith(".")
 
 
 def _worker_state(_: int) -> tuple[int, bool, bool]:

@@ -140,3 +140,39 @@ def test_discover_clips_folder_and_single_file(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         discover_clips(tmp_path / "missing.mp4")
     assert math.isnan(single.label)
+
+
+@pytest.mark.parametrize(("row", "match"), [
+    ("../outside,hi,,", r"line 2: clip id '../outside': leaves its folder \('..' is not allowed\)"),
+    ("a/../../outside,hi,,", r"clip id 'a/../../outside': leaves its folder"),
+    ("/etc/passwd,hi,,", r"clip id '/etc/passwd': an absolute path; it must be relative to its folder"),
+    ("C:\\\\x,hi,,", r"an absolute path"),
+    ("a\0b,hi,,", r"clip id 'a\\x00b': contains a NUL byte"),
+    ("a,hi,../outside.wav,", r"line 2: audio file '../outside.wav': leaves its folder"),
+    ("a,hi,,/tmp/x.mp4", r"line 2: video file '/tmp/x.mp4': an absolute path"),
+])
+def test_ids_and_media_columns_that_leave_the_clips_folder_are_refused(tmp_path, row, match):
+    clips_dir = tmp_path / "clips"
+    _touch(clips_dir / "a.mp4")
+    _touch(tmp_path / "outside.wav")  # exists: only the refusal keeps it from being read
+    path = tmp_path / "labels.csv"
+    path.write_bytes(f"id,text,audio,video\n{row}\n".encode())
+    with pytest.raises(DataError, match=match):
+        read_labels(path, clips_dir)
+
+
+@pytest.mark.parametrize(("row", "match"), [
+    ("..,1,hi", r"video_id '..' is not a plain name"),
+    ("v,../x,hi", r"clip_id '../x' is not a plain name"),
+    ("/abs,1,hi", r"video_id '/abs' is not a plain name"),
+])
+def test_mmsa_layout_ids_must_be_plain_names(tmp_path, row, match):
+    path = _csv(tmp_path / "label.csv", f"video_id,clip_id,text\n{row}\n")
+    with pytest.raises(DataError, match=match):
+        read_labels(path, tmp_path)
+
+
+def test_media_columns_inside_the_folder_still_work(tmp_path):
+    _touch(tmp_path / "sub" / "x.wav")
+    clips, _ = read_labels(_csv(tmp_path / "l.csv", "id,text,audio\na,hi,sub/x.wav\n"), tmp_path)
+    assert clips[0].audio == (tmp_path / "sub" / "x.wav").resolve() and clips[0].error is None

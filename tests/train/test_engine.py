@@ -1,4 +1,5 @@
 import json
+import re
 from dataclasses import dataclass
 
 import pytest
@@ -262,3 +263,194 @@ def test_warm_up_ramps_every_group_linearly(monkeypatch):
     assert seen == pytest.approx([0.1 * k / 6 for k in range(1, 7)] + [0.1] * 6)  # 6 warm-up steps, then lr
     with pytest.raises(ConfigError, match="warmup_epochs"):
         Trainer(model, ds, TrainConfig(warmup_epochs=-1.0))
+
+
+# ---------------------------------------------------------------------- faults, checks and bad options
+def _cfg(**kw):
+    return TrainConfig(**{"epochs": 5, "batch_size": 32, "progress": False, "patience": 10, "seed": 3, **kw})
+
+
+def _concat(spec, seed=0):
+    torch.manual_seed(seed)
+    return build_model("concat", spec, hidden=16, dropout=0.2)
+
+
+def test_a_kill_between_the_checkpoint_and_the_model_write_resumes_to_the_same_run(tmp_path, tiny_sim, monkeypatch):
+    cfg = _cfg()
+    full = _concat(tiny_sim.spec)
+    Trainer(full, tiny_sim, cfg, tmp_path / "full", RunConfig(train=cfg)).fit()
+    best = json.loads((tmp_path / "full" / rundir.RESULTS).read_text())["best_epoch"]
+    assert best > 1  # the kill then leaves the model file of an earlier epoch behind
+
+    real = Trainer._save_best
+
+    def killed_at_the_best_epoch(self, model, epoch):
+        if epoch == best:
+            raise KeyboardInterrupt  # the checkpoint of this epoch is written, its model file is not
+        real(self, model, epoch)
+
+    monkeypatch.setattr(Trainer, "_save_best", killed_at_the_best_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "part", RunConfig(train=cfg)).fit()
+    monkeypatch.setattr(Trainer, "_save_best", real)
+    part = tmp_path / "part"
+    header = rundir.read_state_header(part / rundir.CHECKPOINT, rundir.CHECKPOINT_FORMAT)
+    assert header["state"]["best_epoch"] == best == header["state"]["epoch"]
+    assert rundir.read_state_header(part / rundir.MODEL, rundir.MODEL_FORMAT)["epoch"] < best
+    result = Trainer(_concat(tiny_sim.spec, seed=9), tiny_sim, cfg, part, RunConfig(train=cfg)).fit(resume=True)
+    assert result.best_epoch == best
+    assert rundir.read_state_header(part / rundir.MODEL, rundir.MODEL_FORMAT)["epoch"] == best
+    for (k, a), (_, b) in zip(full.state_dict().items(), result.model.state_dict().items()):
+        assert torch.equal(a, b), k
+    a, b = (rundir.read_jsonl(d / rundir.METRICS) for d in (tmp_path / "full", part))
+    assert [r["epoch"] for r in b] == [1, 2, 3, 4, 5]
+    assert [r["train"] for r in a] == [r["train"] for r in b]
+    assert json.loads((tmp_path / "full" / rundir.RESULTS).read_text())["test"] == result.test
+
+
+def test_resume_refuses_an_edited_config_other_data_and_a_checkpoint_without_optimizer_state(tmp_path, tiny_sim):
+    from mmib.data.synthetic import make_sim
+    from mmib.errors import RunError
+
+    cfg = _cfg(epochs=4)
+    run = RunConfig(train=cfg)
+    stop = _interrupting(_concat(tiny_sim.spec), at_epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(stop, tiny_sim, cfg, tmp_path / "r", run).fit()
+    edited = RunConfig(train=cfg)
+    edited.data.path = "/elsewhere/data.npz"
+    with pytest.raises(RunError, match=r"config.yaml: differs from the configuration the run started with "
+                                       r"\(data.path; data.path was None, now '/elsewhere/data.npz'\)"):
+        Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "r", edited).fit(resume=True)
+    other = make_sim("sim-i", n_samples=600, seed=1, shared_dim=10, superfluous_dim=10, a1_dim=20, a2_dim=6)
+    other.standardize()
+    with pytest.raises(RunError, match=r"checkpoint.safetensors: the run started on other data \(digest differs"):
+        Trainer(_concat(tiny_sim.spec), other, cfg, tmp_path / "r", run).fit(resume=True)
+    # a different progress setting or thread count is not a different run
+    Trainer(_concat(tiny_sim.spec), tiny_sim, _cfg(epochs=4, threads=1), tmp_path / "r", run).fit(resume=True)
+
+    stop = _interrupting(_concat(tiny_sim.spec), at_epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(stop, tiny_sim, cfg, tmp_path / "s", run).fit()
+    ck = rundir.read_state(tmp_path / "s" / rundir.CHECKPOINT, rundir.CHECKPOINT_FORMAT)
+    rundir.write_state(tmp_path / "s" / rundir.CHECKPOINT, rundir.CHECKPOINT_FORMAT, {**ck, "optimizers": {}})
+    with pytest.raises(RunError, match=r"has no optimizer state for stage 'main/main' \(not a complete mmib checkpoint\)"):
+        Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "s", run).fit(resume=True)
+    del ck["rng"]
+    rundir.write_state(tmp_path / "s" / rundir.CHECKPOINT, rundir.CHECKPOINT_FORMAT, ck)
+    with pytest.raises(RunError, match=r"has no 'rng' \(not a complete mmib checkpoint\)"):
+        Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "s", run).fit(resume=True)
+
+
+def test_a_locked_run_directory_is_refused_and_a_fresh_start_needs_overwrite(tmp_path, tiny_sim):
+    from mmib.errors import RunError
+
+    cfg = _cfg(epochs=1)
+    with rundir.RunLock(tmp_path / "r"):
+        with pytest.raises(RunError, match="in use by process"):
+            Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "r", RunConfig(train=cfg)).fit()
+    assert not (tmp_path / "r" / rundir.CONFIG).exists()
+    Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "r", RunConfig(train=cfg), overwrite=False).fit()
+    with pytest.raises(RunError, match="holds a finished run; pass --overwrite"):
+        Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "r", RunConfig(train=cfg), overwrite=False).fit()
+    assert not (tmp_path / "r" / rundir.LOCK).exists()
+
+
+def test_leftover_temporary_files_are_removed_by_a_resume_and_a_rerun(tmp_path, tiny_sim):
+    cfg = _cfg(epochs=3)
+    stop = _interrupting(_concat(tiny_sim.spec), at_epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(stop, tiny_sim, cfg, tmp_path / "r", RunConfig(train=cfg)).fit()
+    stale = [tmp_path / "r" / ".checkpoint.safetensors.k1ll3d.tmp", tmp_path / "r" / ".model.safetensors.x.tmp"]
+    for f in stale:
+        f.write_bytes(b"\0" * 1000)
+    Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "r", RunConfig(train=cfg)).fit(resume=True)
+    assert not any(f.exists() for f in stale)
+    stale[0].write_bytes(b"\0")
+    Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "r", RunConfig(train=cfg)).fit()  # an overwrite
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == sorted(
+        [rundir.CONFIG, rundir.METRICS, rundir.MODEL, rundir.RESULTS])
+
+
+def test_a_full_disk_mid_run_is_a_run_error_and_the_run_stays_resumable(tmp_path, tiny_sim, monkeypatch):
+    import errno
+
+    from mmib.errors import RunError
+
+    cfg = _cfg(epochs=3)
+    real = rundir.atomic_write_with
+    writes = {"n": 0}
+
+    def full_after_a_few(path, write):
+        writes["n"] += 1
+        if path.name == rundir.CHECKPOINT and writes["n"] > 4:
+            def failing(tmp):
+                write(tmp)
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real(path, failing)
+        return real(path, write)
+
+    monkeypatch.setattr(rundir, "atomic_write_with", full_after_a_few)
+    with pytest.raises(RunError, match=r"checkpoint.safetensors: cannot write \(No space left on device\)"):
+        Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "r", RunConfig(train=cfg)).fit()
+    monkeypatch.undo()
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")]
+    result = Trainer(_concat(tiny_sim.spec), tiny_sim, cfg, tmp_path / "r", RunConfig(train=cfg)).fit(resume=True)
+    assert result.results["epochs_run"] == 3
+
+
+@pytest.mark.parametrize("model", ["concat", "late", "mmim"])
+def test_a_finite_explosion_is_an_error_not_a_result(model, tmp_path, tiny_msa):
+    cfg = _cfg(epochs=3, lr=1e3)
+    net = build_model(model, tiny_msa.spec, hidden=16)
+    with pytest.raises(TrainingDiverged, match=r"training diverged: valid predictions reach .* times the width of "
+                                               r"the training targets' range .*; try a smaller lr \(now 1000\)"):
+        Trainer(net, tiny_msa, cfg, tmp_path / "r", RunConfig(train=cfg)).fit()
+    assert not (tmp_path / "r" / rundir.RESULTS).exists()
+
+
+class GrowingModel(StagedModel):
+    """A loss that grows ten-thousandfold per epoch while staying finite."""
+
+    def objective(self, batch, phase, stage):
+        loss = self.forward(batch).prediction.pow(2).mean() * 0 + 10.0 ** (4 * float(self.grown))
+        return Objective(loss, {"task": loss})
+
+    def training_plan(self, config):
+        return MultimodalModel.training_plan(self, config)
+
+    def on_epoch_end(self, epoch, phase):
+        self.grown += 1
+        return {}
+
+
+def test_a_loss_that_grows_by_orders_of_magnitude_is_reported():
+    ds = _regression_data()
+    model = GrowingModel(ds.spec)
+    model.register_buffer("grown", torch.zeros(()))
+    with pytest.raises(TrainingDiverged, match=r"in epoch 3 \(main\): loss 1e\+08 is more than 1e\+06 times its "
+                                               r"first-epoch value 1"):
+        Trainer(model, ds, TrainConfig(epochs=5, progress=False)).fit()
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    ({"lr": -1.0}, "lr must be a finite number > 0, got -1.0"),
+    ({"lr": float("inf")}, "lr must be a finite number > 0"),
+    ({"weight_decay": -1.0}, "weight_decay must be a finite number >= 0, got -1.0"),
+    ({"clip_grad": -1.0}, "clip_grad must be a finite number > 0 (or null for no clipping), got -1.0"),
+    ({"threads": -1}, "threads must be an integer >= 1"),
+    ({"eval_batch_size": 0}, "eval_batch_size must be an integer >= 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be an integer >= 1, got 0"),
+])
+def test_out_of_range_training_options_fail_before_training(tiny_sim, option, message):
+    from mmib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Trainer(_concat(tiny_sim.spec), tiny_sim, TrainConfig(**option))
+
+
+def test_an_empty_validation_split_is_warned_about():
+    ds = _regression_data()
+    ds.splits["valid"] = torch.zeros(0, dtype=torch.long)
+    with pytest.warns(UserWarning, match="the validation split is empty, so no best epoch can be selected"):
+        Trainer(StagedModel(ds.spec), ds, TrainConfig(epochs=1, progress=False))

@@ -223,6 +223,34 @@ def test_why_not_together_names_the_difference(tiny_msa):
     assert trial_step([member(seed=0), member(seed=1)]) is None
 
 
+def test_optimizer_state_follows_the_parameters_layout():
+    """A member's parameters are strided views while it trains; state loaded contiguous from a
+    checkpoint must be laid out alike, or the fused Adam kernel pairs the wrong elements."""
+    from mmib.train.ensemble import _fuse, _match_layouts, _unfuse
+
+    base, grad = torch.randn(7, 5), torch.arange(35.0).reshape(7, 5) / 10
+
+    def steps(strided, fix):
+        p = torch.empty(5, 7).t() if strided else torch.empty(7, 5)
+        p.copy_(base).requires_grad_(True)
+        opt = torch.optim.Adam([p], lr=0.1)
+        for i in range(2):
+            p.grad = (torch.empty(5, 7).t() if strided else torch.empty(7, 5)).copy_(grad * (i + 1))
+            if i == 1:  # as loaded from a checkpoint: contiguous
+                opt.state[p] = {k: v.contiguous() for k, v in opt.state[p].items()}
+                if fix:
+                    _match_layouts(opt)
+            before = _fuse(opt)
+            opt.step()
+            _unfuse(opt, before)
+        assert opt.param_groups[0]["fused"] is None  # restored: checkpoints hold a plain Adam
+        return p.detach()
+
+    reference = steps(False, True)
+    assert (steps(True, True) - reference).abs().max() < 1e-6
+    assert (steps(True, False) - reference).abs().max() > 1e-3  # the hazard the layout match removes
+
+
 def test_ensemble_seed_is_stable():
     assert ensemble_seed([0, 1, 2]) == ensemble_seed((0, 1, 2)) != ensemble_seed([0, 1])
     assert 0 <= ensemble_seed([7]) < 2**56

@@ -53,3 +53,10 @@ def next_free_dir(base: Path) -> Path:
     while Path(f"{base}-{i}").exists():
         i += 1
     return Path(f"{base}-{i}")
+
+
+def add_trust_arg(p: argparse.ArgumentParser) -> None:
+    """``--trust-pickle``: open the run's pickled data file the old way (runs the file's code)."""
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="open an MMSA/MulT pickle with plain pickle.load, which runs any code in the file "
+                        "(only for files you trust; same as --set data.trust_pickle=true)")

@@ -84,9 +84,8 @@ def _npz_inputs(run_, path: str):  # type: ignore[no-untyped-def]
 def run_extractor_settings(run_):  # type: ignore[no-untyped-def]
     """The extractor settings stored in a run (ConfigError if it was not trained on `mmib extract` features)."""
     from mmib.features.settings import ExtractorSettings
-    from mmib.train import rundir
 
-    stored = rundir.torch_load(run_.path / rundir.MODEL).get("extractor")
+    stored = run_.meta.get("extractor")
     if not stored:
         raise ConfigError(
             f"{run_.path}: this run was not trained on features written by `mmib extract`, so it cannot extract "

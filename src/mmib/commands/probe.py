@@ -25,6 +25,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="test", choices=("train", "valid", "test"), help="split R^2 is measured on")
     p.add_argument("--max-fit", type=int, default=20_000, help="at most this many fitting samples (default 20000)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    from mmib.commands._common import add_trust_arg
+
+    add_trust_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_fit < 3:
         raise ConfigError(f"--max-fit must be >= 3, got {args.max_fit}")
     run_ = load_run(args.run_dir)
-    ds = run_.dataset()
+    ds = run_.dataset(trust_pickle=args.trust_pickle)
     results = probe_model(run_.model, ds, args.fit_split, args.split, args.representation, args.max_fit,
                           device=args.device)
     what = args.representation or "joint representation"

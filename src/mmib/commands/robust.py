@@ -23,16 +23,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--modalities", help="comma-separated subset of modalities (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise draws (default 0)")
     p.add_argument("-o", "--out", help="output directory (default RUN_DIR/robust)")
+    from mmib.commands._common import add_trust_arg
+
+    add_trust_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from mmib.api import load_run
     from mmib.experiments._util import parse_floats, parse_list
     from mmib.experiments.robust import render_markdown, robustness, write_outputs
 
-    result = robustness(args.run_dir, parse_floats(args.levels, "--levels"), args.split, args.repeats, args.seed,
-                        args.metric, parse_list(args.modalities, "--modalities") if args.modalities else None)
+    run_ = load_run(args.run_dir)
+    dataset = run_.dataset(trust_pickle=args.trust_pickle)
+    result = robustness(run_, parse_floats(args.levels, "--levels"), args.split, args.repeats, args.seed,
+                        args.metric, parse_list(args.modalities, "--modalities") if args.modalities else None,
+                        dataset=dataset)
     out = Path(args.out) if args.out else Path(args.run_dir) / "robust"
     files = write_outputs(result, out)
     print(render_markdown(result))

@@ -14,7 +14,8 @@ DESCRIPTION = (
     "Parameters: NAME=loguniform:LOW:HIGH, NAME=uniform:LOW:HIGH, NAME=int:LOW:HIGH[:STEP|:log], "
     "NAME=choice:A,B,C (NAME is any --set key). The study lives in --storage (default sqlite:///OUT/study.db; "
     "any SQLAlchemy URL, e.g. postgresql+psycopg2://user:pw@host/db, lets several machines join one study "
-    "with the same --study). Rerun the command, or `mmib sweep --out OUT`, to continue: finished trials "
+    "with the same --study; give a URL with a password in $MMIB_STORAGE or --storage-file: it is masked in "
+    "every message and file). Rerun the command, or `mmib sweep --out OUT`, to continue: finished trials "
     "are kept, interrupted ones run again."
 )
 ORDER = 31
@@ -26,7 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", dest="params", action="append", default=[], metavar="NAME=SPEC",
                    help="a searched parameter, e.g. beta=loguniform:1e-6:1 or fusion=choice:concat,tensor (repeatable)")
     p.add_argument("--trials", type=int, help="finished trials wanted in the study (default 20; grid: its size)")
-    p.add_argument("--storage", help="SQLAlchemy URL of the study (default sqlite:///OUT/study.db)")
+    p.add_argument("--storage", help="SQLAlchemy URL of the study (default sqlite:///OUT/study.db, or $MMIB_STORAGE); "
+                   "a password here is visible to other users in `ps`: prefer $MMIB_STORAGE or --storage-file")
+    p.add_argument("--storage-file", help="file whose first line is the storage URL (keeps its password out of `ps`)")
     p.add_argument("--study", help="study name (default: the name of --out); machines sharing a study use the same")
     p.add_argument("-w", "--workers", type=int, default=1, help="local worker processes joining the study (default 1)")
     p.add_argument("--out", help="sweep directory (default runs/sweep-MODEL-DATA)")
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from mmib.errors import ConfigError
     from mmib.experiments._util import slug
-    from mmib.experiments.sweep import sweep
+    from mmib.experiments.sweep import resolve_storage, sweep
 
     if args.model and not args.data and not args.config:
         raise ConfigError("choose a dataset with -d DATA (see `mmib datasets`) or give --config")
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
                           "drop --param/--data/--set or give -m to start a new sweep")
     out = Path(args.out) if args.out else Path("runs") / f"sweep-{slug(args.model)}-{slug(Path(args.data or 'config').stem)}"
     train = {k: v for k, v in (("epochs", args.epochs), ("device", args.device), ("seed", args.seed)) if v is not None}
-    options = dict(trials=args.trials, storage=args.storage, study=args.study, workers=args.workers,
+    options = dict(trials=args.trials, storage=resolve_storage(args.storage, args.storage_file), study=args.study,
+                   workers=args.workers,
                    sampler=args.sampler, pruner=args.pruner, prune_warmup=args.prune_warmup,
                    sampler_seed=args.sampler_seed, together=args.together)
     if args.model:

@@ -22,9 +22,22 @@ The training split holds normal samples only (one-class training); the
 validation and test splits hold ``anomaly_fraction`` anomalies each (the
 validation anomalies let the trainer monitor ``auc``). ``y`` is 1 for an
 anomaly and 0 for a normal sample; the task kind is ``anomaly``.
+
+Oracle (``meta["oracle"]``, an anomaly score per row, higher = more anomalous;
+AUC and the top-k F1 depend only on its order, so any increasing function of the
+likelihood ratio is Bayes-optimal):
+
+* ``"scale"``: the log-likelihood ratio of the relevant parts,
+  ``|a|^2 (1 - 1/s^2) / 2 - d_a log s`` for ``a = [a0; a1; a2]``, ``s = anomaly_scale``;
+* ``"mismatch"``: ``|x2[a0; b0] - x1[a0; b0]|^2``, zero exactly for normal samples;
+* ``"class"``: the SIM score ``<delta, [a0; a1; a2]>``, positive exactly for anomalies.
+
+The last two separate the classes perfectly (oracle AUC 1).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -110,6 +123,7 @@ def make_sim_anomaly(
         y = torch.cat(label_chunks)
         splits = parts
     assert base.ground_truth is not None
+    oracle, note = _oracle(mode, features, slices, d0, float(anomaly_scale), base.meta["delta"])
     return MultimodalDataset(
         name="sim-anomaly",
         features=features,
@@ -120,5 +134,25 @@ def make_sim_anomaly(
         ground_truth=GroundTruth(slices=base.ground_truth.slices,
                                  relevant=("a0", "b0") if mode == "mismatch" else ("a0", "a1", "a2")),
         meta={"generator": "make_sim_anomaly", "mode": mode, "variant": variant, "seed": seed,
-              "anomaly_fraction": anomaly_fraction, "anomaly_scale": anomaly_scale},
+              "anomaly_fraction": anomaly_fraction, "anomaly_scale": anomaly_scale,
+              "oracle": oracle, "oracle_note": note},
     )
+
+
+def _oracle(
+    mode: str, features: dict[str, torch.Tensor], slices: dict, d0: int, scale: float, delta: torch.Tensor
+) -> tuple[torch.Tensor, str]:
+    """The Bayes-optimal anomaly score of every row (see the module docstring) and its note."""
+    def part(name: str) -> torch.Tensor:
+        modality, start, stop = slices[name]
+        return features[modality][:, start:stop].double()
+
+    if mode == "mismatch":
+        diff = features["x2"][:, : 2 * d0].double() - features["x1"][:, : 2 * d0].double()
+        return diff.pow(2).sum(1).float(), "|x2[a0; b0] - x1[a0; b0]|^2: zero for every normal sample (Bayes AUC 1)"
+    relevant = torch.cat([part(p) for p in ("a0", "a1", "a2")], dim=1)
+    if mode == "class":
+        return (relevant @ delta.double()).float(), "<delta, [a0; a1; a2]>: positive exactly for anomalies (Bayes AUC 1)"
+    sq = relevant.pow(2).sum(1)
+    llr = 0.5 * sq * (1.0 - 1.0 / scale**2) - relevant.shape[1] * math.log(scale)
+    return llr.float(), "log-likelihood ratio of the relevant parts [a0; a1; a2], N(0, s^2 I) against N(0, I)"

@@ -340,6 +340,19 @@ class MultimodalDataset:
             seen.index_add_(0, idx, torch.ones_like(idx, dtype=torch.int32))
         if (seen > 1).any():
             raise DataError(f"{src}: splits overlap ({int((seen > 1).sum())} samples in more than one split)")
+        self._check_not_empty()
+
+    def _check_not_empty(self) -> None:
+        """Warn about a modality without a single valid step in the training split; no data at all is an error."""
+        train = self.splits["train"]
+        empty = [name for name in self.features
+                 if name in self.lengths and int(self.lengths[name].index_select(0, train).max()) == 0]
+        if empty and len(empty) == len(self.features):
+            raise DataError(f"{self.source}: no data at all: every modality ({', '.join(empty)}) has length 0 "
+                            "in every training sample")
+        for name in empty:
+            warnings.warn(f"{self.source}: modality {name!r} has length 0 in every training sample (no data): "
+                          "models see it as missing everywhere", stacklevel=4)
 
     # ------------------------------------------------------------------ shape
     @property

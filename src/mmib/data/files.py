@@ -13,13 +13,18 @@ Both pickle layouts are dicts of splits ``train``/``valid``/``test``; the splits
 are concatenated (in that order) into one array per modality and the
 dataset's ``splits`` index the three blocks.
 
-.. warning:: Unpickling runs code stored in the file. Only load pickles from a
-   source you trust (the MMSA and MulT releases, or files you made yourself).
+Pickles are read with a restricted unpickler (:func:`read_feature_pickle`) that
+admits only what those layouts hold: dicts, lists, tuples, strings, numbers and
+NumPy arrays, dtypes and scalars. A file that names any other global (which
+plain ``pickle.load`` would import and call: that is how a pickle runs code) is
+refused with a DataError naming it; ``trust_pickle=True`` (``--set
+data.trust_pickle=true``) opens such a file the old way, running its code.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import pickle
 import warnings
 import zipfile
@@ -63,25 +68,79 @@ def _existing_file(path: str | Path) -> Path:
         raise DataError(f"{path}: no such file")
     if p.is_dir():
         raise DataError(f"{path}: is a directory, expected a file")
+    if not os.access(p, os.R_OK):
+        raise DataError(f"{path}: cannot read (permission denied)")
     return p
 
 
-def _read_pickle(path: str | Path) -> Any:
-    """Unpickle ``path`` (trusted files only: unpickling executes code).
+#: The globals a feature pickle may name: plain containers and what NumPy needs to rebuild arrays,
+#: dtypes and scalars (``numpy.core`` in files from NumPy 1, ``numpy._core`` from NumPy 2; Python 2
+#: names such as ``__builtin__`` and ``copy_reg`` are mapped to these by the unpickler).
+SAFE_PICKLE_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    [("builtins", n) for n in ("dict", "list", "tuple", "set", "frozenset", "bytes", "bytearray", "str", "int",
+                               "float", "complex", "bool", "object")]
+    + [("collections", "OrderedDict"), ("copyreg", "_reconstructor"), ("_codecs", "encode"),
+       ("numpy", "ndarray"), ("numpy", "dtype")]
+    + [(f"numpy.{core}.multiarray", n) for core in ("core", "_core") for n in ("_reconstruct", "scalar")]
+    + [(f"numpy.{core}.numeric", "_frombuffer") for core in ("core", "_core")]
+)
 
-    Pickles written by Python 2 (with numpy arrays) are retried with
-    ``encoding="latin1"``.
-    """
+
+class PickleRefused(DataError):
+    """A feature pickle names a global outside :data:`SAFE_PICKLE_GLOBALS`."""
+
+
+class _FeatureUnpickler(pickle.Unpickler):
+    """An unpickler that imports only :data:`SAFE_PICKLE_GLOBALS` (so no code from the file can run)."""
+
+    path = ""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in SAFE_PICKLE_GLOBALS:
+            raise PickleRefused(
+                f"{self.path}: refused to unpickle global {module}.{name}: a feature pickle holds only dicts, lists, "
+                "strings, numbers and NumPy arrays, and this file would run code when loaded; if you trust it, "
+                "--set data.trust_pickle=true (or --trust-pickle) opens it the old way"
+            )
+        if module.startswith("numpy.core.") and importlib.util.find_spec("numpy._core") is not None:
+            module = "numpy._core." + module[len("numpy.core."):]  # NumPy 2 moved numpy.core
+        return super().find_class(module, name)
+
+
+def read_feature_pickle(path: str | Path, trust: bool = False) -> Any:
+    """Unpickle a feature file with :class:`_FeatureUnpickler` (or, with ``trust``, plain ``pickle.load``,
+    which runs any code the file holds). Pickles written by Python 2 (with numpy arrays) are retried
+    with ``encoding="latin1"``. Errors name the file."""
     p = _existing_file(path)
+
+    def load(f: Any, **kw: Any) -> Any:
+        if trust:
+            return pickle.load(f, **kw)
+        unpickler = _FeatureUnpickler(f, **kw)
+        unpickler.path = str(path)
+        return unpickler.load()
+
     try:
         with p.open("rb") as f:
             try:
-                return pickle.load(f)
+                return load(f)
             except UnicodeDecodeError:
                 f.seek(0)
-                return pickle.load(f, encoding="latin1")
+                return load(f, encoding="latin1")
+    except PickleRefused:
+        raise
+    except PermissionError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror})") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     except _PICKLE_ERRORS as exc:
         raise DataError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
+    except RecursionError:
+        raise DataError(f"{path}: not a readable pickle (nested too deeply)") from None
+
+
+def _read_pickle(path: str | Path, trust: bool = False) -> Any:
+    return read_feature_pickle(path, trust)
 
 
 def _split_dicts(obj: Any, path: str | Path) -> dict[str, Mapping]:
@@ -250,6 +309,22 @@ def _assemble(
     )
 
 
+#: Sentiment scores of CMU-MOSI and CMU-MOSEI lie in [-3, 3] (CH-SIMS: [-1, 1]).
+SENTIMENT_RANGE = (-3.0, 3.0)
+
+
+def _check_sentiment_range(parts: Mapping[str, _Part], path: str | Path, key: str) -> None:
+    """Warn when sentiment regression labels leave the MOSI/MOSEI range (a corrupt or mislabelled file)."""
+    low, high = SENTIMENT_RANGE
+    for split, part in parts.items():
+        y = part.y
+        out = int(((y < low) | (y > high)).sum()) if y.size else 0
+        if out:
+            warnings.warn(f"{path}: split {split!r}: {out} {key!r} values lie outside [{low:g}, {high:g}], the "
+                          f"sentiment range of CMU-MOSI/MOSEI (found {y.min():g}..{y.max():g}); check the file",
+                          stacklevel=4)
+
+
 def _full_lengths(x: np.ndarray) -> np.ndarray:
     return np.full(x.shape[0], x.shape[1], dtype=np.int64)
 
@@ -267,6 +342,7 @@ def load_mmsa_pickle(
     replace_nonfinite: bool = False,
     task: str | None = "regression",
     text: str = "text",
+    trust_pickle: bool = False,
 ) -> MultimodalDataset:
     """Load an MMSA feature pickle (``aligned_50.pkl`` / ``unaligned_50.pkl``).
 
@@ -283,9 +359,9 @@ def load_mmsa_pickle(
     (``regression_labels >= 0`` is class 1, the "has0" convention) or
     ``"multiclass"`` (``classification_labels``, ``num_classes = max + 1``).
     Non-finite values (MMSA audio holds -inf) raise unless ``replace_nonfinite``.
-    Only load trusted files: unpickling executes code.
+    The file is read with the restricted unpickler (``trust_pickle``: plain pickle.load).
     """
-    return _mmsa_from_obj(_read_pickle(path), path, replace_nonfinite, task, text)
+    return _mmsa_from_obj(_read_pickle(path, trust_pickle), path, replace_nonfinite, task, text)
 
 
 def _mmsa_from_obj(obj: Any, path: str | Path, replace_nonfinite: bool, task: str | None, text: str) -> MultimodalDataset:
@@ -345,6 +421,7 @@ def _mmsa_from_obj(obj: Any, path: str | Path, replace_nonfinite: bool, task: st
         spec = TaskSpec("multiclass", num_classes=_num_classes(all_y))
     else:
         spec = TaskSpec("regression")
+        _check_sentiment_range(parts, path, label_key)
     meta: dict[str, Any] = {"format": "mmsa", "text_key": text}
     file_meta = obj.get("meta")
     if isinstance(file_meta, Mapping) and isinstance(file_meta.get("extractor"), Mapping):
@@ -370,6 +447,7 @@ def load_mult_pickle(
     replace_nonfinite: bool = False,
     dataset: str | None = None,
     task: str | None = None,
+    trust_pickle: bool = False,
 ) -> MultimodalDataset:
     """Load a MulT/CMU pickle (``mosi_data.pkl``, ``mosei_senti_data.pkl``, ``iemocap_data.pkl``).
 
@@ -385,10 +463,10 @@ def load_mult_pickle(
     padding sits, front or back, is not recorded in the files).
 
     ``dataset`` names the set (default: the file stem); ``"iemocap"`` or another
-    name is checked against the label layout. Only load trusted files:
-    unpickling executes code.
+    name is checked against the label layout. The file is read with the restricted
+    unpickler (``trust_pickle``: plain pickle.load).
     """
-    return _mult_from_obj(_read_pickle(path), path, replace_nonfinite, dataset, task)
+    return _mult_from_obj(_read_pickle(path, trust_pickle), path, replace_nonfinite, dataset, task)
 
 
 def _mult_from_obj(
@@ -442,6 +520,7 @@ def _mult_from_obj(
         spec = TaskSpec("multilabel", label_names=IEMOCAP_EMOTIONS)
     elif task in (None, "regression"):
         spec = TaskSpec("regression")
+        _check_sentiment_range(parts, path, "labels")
     elif task == "binary":
         for p in parts.values():
             p.y = (p.y >= 0).astype(np.int64)
@@ -740,6 +819,7 @@ def load_path(
     seed: int = 0,
     text: str | None = None,
     dataset: str | None = None,
+    trust_pickle: bool = False,
 ) -> MultimodalDataset:
     """Load ``path``, detecting its format from its extension and content.
 
@@ -761,12 +841,15 @@ def load_path(
             return load_uci_mfeat(seed=seed, path=p)
         raise DataError(f"{path}: is a folder without mfeat-*.csv files; expected a .npz or .pkl file")
     p = _existing_file(path)
-    with p.open("rb") as f:
-        magic = f.read(4)
+    try:
+        with p.open("rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if p.suffix.lower() == ".npz" or magic == b"PK\x03\x04":
         _not_for(".npz files", path, text=text, dataset=dataset)
         return load_npz(path, task=task, replace_nonfinite=replace_nonfinite, seed=seed)
-    obj = _read_pickle(path)
+    obj = _read_pickle(path, trust_pickle)
     splits = _split_dicts(obj, path)
     keys = set(splits["train"].keys())
     if "regression_labels" in keys:

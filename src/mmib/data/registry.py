@@ -41,7 +41,7 @@ def _sim(variant: str) -> Callable[..., MultimodalDataset]:
 
 
 def _entries() -> dict[str, DatasetEntry]:
-    from mmib.data import anomaly, files, synthetic, text
+    from mmib.data import anomaly, claims, files, synthetic, text
 
     entries = [
         DatasetEntry("sim-i", _sim("sim-i"), "SIM-I: 2 modalities, a1=500 > a2=100 (OMIB App. F), binary"),
@@ -51,6 +51,8 @@ def _entries() -> dict[str, DatasetEntry]:
         DatasetEntry("sim-msa", synthetic.make_sim_msa, "synthetic MOSI-shaped sentiment regression (text/audio/vision)"),
         DatasetEntry("sim-text", text.make_sim_text,
                      "templated sentiment sentences: frozen MiniLM token features + token ids (needs the text extra)"),
+        DatasetEntry("sim-msa-small", synthetic.make_sim_msa_small,
+                     "sim-msa as a small real file: 1300/230/690, text 50x384 tokens, audio/vision pure noise"),
         DatasetEntry("uci-mfeat", files.load_uci_mfeat, "UCI Multiple Features: 2,000 digits, 6 real views, 10 classes"),
         DatasetEntry("mmsa", files.load_mmsa_pickle, "MMSA pickle (aligned_50.pkl / unaligned_50.pkl: MOSI, MOSEI, SIMS)", True),
         DatasetEntry("mult", files.load_mult_pickle, "MulT/CMU pickle (mosi_data.pkl, mosei_senti_data.pkl, iemocap_data.pkl)", True),
@@ -59,6 +61,8 @@ def _entries() -> dict[str, DatasetEntry]:
     ]
     for alias, what in (("mosi", "CMU-MOSI"), ("mosei", "CMU-MOSEI"), ("sims", "CH-SIMS"), ("iemocap", "IEMOCAP")):
         entries.append(DatasetEntry(alias, files.load_path, f"{what} from a local MMSA or MulT pickle (--data-path)", True))
+    for name, (loader, description) in claims.CLAIM_DATASETS.items():
+        entries.append(DatasetEntry(name, loader, description))
     extra = getattr(synthetic, "EXTRA_DATASETS", {})
     for name, (loader, description) in extra.items():
         entries.append(DatasetEntry(name, loader, description))
@@ -90,13 +94,18 @@ def load_dataset(
     seed: int = 0,
     standardize: bool = True,
     replace_nonfinite: bool = False,
+    trust_pickle: bool = False,
     **options: Any,
 ) -> MultimodalDataset:
     """Load dataset ``name`` (or a file path), validate it and, by default, standardise
     every modality with statistics of its training split.
 
     Every dataset takes ``select`` (``--set data.select=a0,b0``): keep only those
-    modalities or ground-truth parts (:meth:`MultimodalDataset.select`)."""
+    modalities or ground-truth parts (:meth:`MultimodalDataset.select`).
+
+    ``trust_pickle`` opens MMSA/MulT pickles with plain ``pickle.load``, which runs any
+    code the file holds; by default they go through a restricted unpickler that admits
+    only the plain data those layouts contain (:func:`mmib.data.files.read_feature_pickle`)."""
     entries = _entries()
     if name not in entries:
         if Path(name).exists() and path is None:
@@ -119,6 +128,10 @@ def load_dataset(
         kwargs.setdefault("seed", seed)
     if "replace_nonfinite" in params:
         kwargs.setdefault("replace_nonfinite", replace_nonfinite)
+    if "trust_pickle" in params:
+        kwargs.setdefault("trust_pickle", trust_pickle)
+    elif trust_pickle:
+        raise ConfigError(f"data.trust_pickle: dataset {name!r} reads no pickle files")
     sig_path = "path" in inspect.signature(entry.loader).parameters
     if entry.needs_path and path is None:
         raise ConfigError(f"dataset {name!r} reads a file: pass --data-path PATH")

@@ -66,6 +66,7 @@ def comparable_config(cfg: RunConfig | dict) -> dict:
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     for key in VOLATILE_TRAIN_KEYS:
         d.get("train", {}).pop(key, None)
+    d.get("data", {}).pop("trust_pickle", None)  # how a file is opened, not what the run computes
     return d
 
 
@@ -78,8 +79,8 @@ def same_config(run_dir: Path, cfg: RunConfig) -> bool:
 
 
 def slug(text: str) -> str:
-    """A file-name-safe version of ``text``."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "x"
+    """A file-name-safe version of ``text``: one path component, never ``.``, ``..`` or a hidden name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
 def parse_list(text: str, what: str) -> list[str]:

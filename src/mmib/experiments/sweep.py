@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
+import re
 import socket
 import time
 import warnings
@@ -212,14 +214,80 @@ class SweepSetup:
         return d
 
 
-def redact(url: str) -> str:
-    """The storage URL without its password (for files and logs)."""
-    try:
-        from sqlalchemy.engine import make_url
+#: Query parameters of a storage URL whose values are secrets (``?password=...`` and friends).
+SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "pass", "sslpassword", "secret", "token", "api_key", "apikey",
+                     "access_key", "secret_key", "auth")
+#: Environment variable that may hold the storage URL (so that ``ps`` does not show its password).
+STORAGE_ENV = "MMIB_STORAGE"
+MASK = "***"
+_QUERY_SECRET = re.compile(r"((?:^|[?&;\s])(?:" + "|".join(SECRET_QUERY_KEYS) + r")=)([^&;#\s'\"]*)", re.IGNORECASE)
+_USERINFO = re.compile(r"(://[^/?#@\s:]*:)([^/?#\s]*)(@)")
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not parseable: show as given
-        return url
+
+def storage_secrets(url: str) -> list[str]:
+    """The secret values a storage URL carries (its password, in the user part or the query), raw and decoded."""
+    from urllib.parse import unquote
+
+    found: list[str] = []
+    m = _USERINFO.search(url)
+    if m and m.group(2):
+        found.append(m.group(2))
+    found += [v.group(2) for v in _QUERY_SECRET.finditer(url) if v.group(2)]
+    out: list[str] = []
+    for value in found:
+        for form in (value, unquote(value), unquote(value.replace("+", " "))):
+            if form and form not in out:
+                out.append(form)
+    return sorted(out, key=len, reverse=True)
+
+
+def redact(url: str) -> str:
+    """The storage URL with every password masked (``user:***@host``, ``?password=***``), for files and logs."""
+    return scrub(url, url)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (a URL, a message) with passwords masked: in every URL-shaped part (``user:***@``,
+    ``?password=***``), and every secret of ``url`` of 3 or more characters wherever it appears."""
+    text = _USERINFO.sub(lambda m: m.group(1) + (MASK if m.group(2) else "") + m.group(3), text)
+    text = _QUERY_SECRET.sub(lambda m: m.group(1) + MASK, text)
+    for secret in storage_secrets(url):
+        if len(secret) >= 3:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _scrub_exception(exc: BaseException, url: str) -> None:
+    """Mask the storage URL's secrets in an exception's message (and those it was raised from), in place."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc.args = tuple(scrub(a, url) if isinstance(a, str) else a for a in exc.args)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+
+
+def resolve_storage(storage: str | None = None, storage_file: str | Path | None = None) -> str | None:
+    """The storage URL from ``--storage``, else the first line of ``--storage-file``, else ``$MMIB_STORAGE``,
+    else None (the sweep's own or the default). The file and the variable keep the password out of ``ps``;
+    a password given with ``--storage`` gets a warning that says so."""
+    if storage is not None and storage_file is not None:
+        raise ConfigError("give either --storage or --storage-file, not both")
+    if storage is not None:
+        if storage_secrets(storage):
+            warnings.warn(f"--storage {redact(storage)}: a password on the command line is visible to other users "
+                          f"(ps); put the URL in ${STORAGE_ENV} or a file given with --storage-file", stacklevel=2)
+        return storage
+    if storage_file is not None:
+        f = Path(storage_file)
+        try:
+            lines = [ln.strip() for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"--storage-file {f}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
+        if not lines:
+            raise ConfigError(f"--storage-file {f}: empty (expected the storage URL on its first line)")
+        return lines[0]
+    value = os.environ.get(STORAGE_ENV, "").strip()
+    return value or None
 
 
 def default_storage(out: Path) -> str:
@@ -237,14 +305,22 @@ def make_storage(url: str) -> Any:
     else:  # optuna < 4.9
         retry["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(max_retry=2)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=GRACE_S, **retry)
+        for attempt in range(6):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=HEARTBEAT_S,
+                                                  grace_period=GRACE_S, **retry)
+            except Exception as exc:  # noqa: BLE001 - two processes creating one SQLite schema at once
+                racing = "alembic_version" in str(exc) or "already exists" in str(exc) or "is locked" in str(exc)
+                if not racing or attempt == 5:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        raise AssertionError("unreachable")
     except ImportError as exc:
-        raise ConfigError(f"--storage {redact(url)}: missing database driver ({exc}); "
+        raise ConfigError(f"--storage {redact(url)}: missing database driver ({scrub(str(exc), url)}); "
                           "for PostgreSQL pip install psycopg2-binary") from None
     except Exception as exc:  # noqa: BLE001 - connection/URL errors from SQLAlchemy
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--storage {redact(url)}: cannot open ({first})") from None
+        raise ConfigError(f"--storage {redact(url)}: cannot open ({scrub(first, url)})") from None
 
 
 def _sampler(setup: SweepSetup, worker: int, existing: int = 0) -> Any:
@@ -498,16 +574,25 @@ def optimize_together(study: Any, setup: SweepSetup, cache: dict[str, Any], quot
     while done < quota:
         if _heartbeat_enabled(study):
             optuna.storages.fail_stale_trials(study)
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        finished = sum(st in (TrialState.COMPLETE, TrialState.PRUNED) for st in states)
-        running = sum(st == TrialState.RUNNING for st in states)
-        k = min(setup.together, quota - done, setup.trials - finished - running)
+        k = min(setup.together, quota - done, setup.trials - claimed_trials(study))
         if k < 1:
             return
         with warnings.catch_warnings():  # we run the heartbeat ourselves (_heartbeat)
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
-            trials = [study.ask() for _ in range(k)]
+            asked = [study.ask() for _ in range(k)]
         done += k
+        # the exact budget as _budgeted_trial keeps it: a trial asked once `trials` trials numbered
+        # below it were finished or running (other workers ask too) is surplus and not run
+        trials, surplus = [], False
+        for t in asked:
+            if claimed_trials(study, before=t.number) >= setup.trials:
+                t.set_user_attr(SURPLUS, True)
+                study.tell(t, state=TrialState.FAIL)
+                surplus = True
+            else:
+                trials.append(t)
+        if not trials:
+            return
         started = [_start_trial(t, setup) for t in trials]
         lasts = [{"epoch": 0} for _ in trials]
         try:
@@ -545,6 +630,8 @@ def optimize_together(study: Any, setup: SweepSetup, cache: dict[str, Any], quot
         _snapshot(setup, study)
         if fatal is not None:
             raise fatal
+        if surplus:
+            return
 
 
 def trial_records(study: Any) -> list[dict[str, Any]]:
@@ -553,7 +640,7 @@ def trial_records(study: Any) -> list[dict[str, Any]]:
     for t in study.get_trials(deepcopy=False):
         out.append({
             "number": t.number,
-            "state": t.state.name,
+            "state": "SURPLUS" if t.user_attrs.get(SURPLUS) else t.state.name,
             "params": dict(t.params),
             "value": t.value,
             "intermediate": {str(k): v for k, v in sorted(t.intermediate_values.items())},
@@ -593,11 +680,68 @@ def run_worker(setup_dict: dict[str, Any], worker: int, quota: int, dataset: Any
     if setup.together > 1 and together_reason(setup) is None:
         optimize_together(study, setup, cache, quota)
         return {"worker": worker, "pid": os.getpid()}
-    stop = optuna.study.MaxTrialsCallback(setup.trials, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    stop = lambda s, _t: s.stop() if claimed_trials(s) >= setup.trials else None  # noqa: E731
     snapshot = lambda s, _t: _snapshot(setup, s)  # noqa: E731
-    study.optimize(lambda trial: _train_trial(trial, setup, cache), n_trials=quota, catch=(MMIBError,),
+    _quiet_surplus_failures()
+    study.optimize(lambda trial: _budgeted_trial(trial, setup, cache), n_trials=quota, catch=(MMIBError,),
                    callbacks=[stop, snapshot])
     return {"worker": worker, "pid": os.getpid()}
+
+
+# ----------------------------------------------------------------------------- the trial budget
+#: user attribute of a trial that was asked for after the study's budget was used up (it never runs)
+SURPLUS = "surplus"
+
+
+class SurplusTrial(MMIBError):
+    """A trial asked for once ``trials`` trials were already finished or running: it is not run."""
+
+
+def _counts(t: Any) -> bool:
+    from optuna.trial import TrialState
+
+    return t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING) and not t.user_attrs.get(SURPLUS)
+
+
+def claimed_trials(study: Any, before: int | None = None) -> int:
+    """Trials that use the budget: finished (complete, pruned) or running, numbered below ``before`` if given."""
+    return sum(1 for t in study.get_trials(deepcopy=False) if _counts(t) and (before is None or t.number < before))
+
+
+def _budgeted_trial(trial: Any, setup: SweepSetup, cache: dict[str, Any]) -> float:
+    """Train ``trial`` if it is within the budget, else mark it surplus and stop this worker.
+
+    Several processes (or machines) ask the shared study for trials at once, so counting before
+    asking can overshoot; instead every trial, once asked, counts the trials that use the budget
+    and were asked before it (trial numbers are given out in order by the storage). Exactly
+    ``setup.trials`` trials then run, however the workers interleave."""
+    if claimed_trials(trial.study, before=trial.number) >= setup.trials:
+        trial.set_user_attr(SURPLUS, True)  # the worker's callback then stops it: the budget is used up
+        raise SurplusTrial(f"trial {trial.number}: the study already has {setup.trials} trials")
+    return _train_trial(trial, setup, cache)
+
+
+class _SurplusFilter(logging.Filter):
+    """Drops Optuna's two "Trial N failed ..." lines for a surplus trial N."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numbers: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        number = text.split()[1] if text.startswith("Trial ") and len(text.split()) > 1 else None
+        if SurplusTrial.__name__ in text and number is not None:
+            self.numbers.add(number)
+            return False
+        return not (number in self.numbers and "failed with value" in text)
+
+
+def _quiet_surplus_failures() -> None:
+    """Keep Optuna from logging a surplus trial as a failed one (it was never run)."""
+    logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _SurplusFilter) for f in logger.filters):
+        logger.addFilter(_SurplusFilter())
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -647,12 +791,15 @@ def prepare(
         if not saved.is_file():
             raise ConfigError(f"choose a model with -m MODEL (or continue a sweep: {saved} does not exist)")
         d = json.loads(saved.read_text())
-        if storage is None and "***" in d["storage"]:
-            raise ConfigError(f"{saved}: the study's storage URL has a password; pass --storage again")
+        if storage is None and MASK in d["storage"]:
+            raise ConfigError(f"{saved}: the study's storage URL has a password, which is never written to a file; "
+                              f"give it again (${STORAGE_ENV}, --storage-file or --storage)")
         d.update(storage=storage or d["storage"], study=study or d["study"], workers=workers,
                  trials=trials if trials is not None else d["trials"])
         if together is not None:
             d["together"] = together
+        if isinstance(d.get("base", {}).get("data"), dict):
+            d["base"]["data"]["trust_pickle"] = False  # a stored file never grants it: give the full command
         setup = SweepSetup(**d)
         dataset = dataset_from_config(setup.config.data)
         return setup, dataset
@@ -698,8 +845,20 @@ def sweep(
 ) -> SweepResult:
     """Run (or continue) a sweep until ``trials`` trials have finished; write trials.json/csv and sweep.md.
 
-    ``options`` are those of :func:`prepare`.
+    ``options`` are those of :func:`prepare`. Exactly ``trials`` trials finish even when several
+    processes or machines share the study (:func:`_budgeted_trial`); no message, file or log line
+    carries the storage URL's password (:func:`redact`).
     """
+    url = str(options.get("storage") or "")
+    try:
+        return _sweep(model, data, params, out, log, **options)
+    except BaseException as exc:
+        _scrub_exception(exc, url)  # no password in a message, whatever raised it
+        raise
+
+
+def _sweep(model: str | None, data: str | None, params: Sequence[str], out: str | Path, log: Log | None,
+           **options: Any) -> SweepResult:
     optuna = require("optuna")
     from optuna.trial import TrialState
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from mmib.errors import ConfigError, DataError
+from mmib.paths import safe_relative
 from mmib.features.audio import AUDIO_EXTENSIONS
 from mmib.features.vision import VIDEO_EXTENSIONS
 
@@ -126,12 +127,16 @@ def read_labels(path: str | Path, clips_dir: str | Path) -> tuple[list[Clip], di
             vid, cid = row.get("video_id", ""), row.get("clip_id", "")
             if not vid or not cid:
                 raise DataError(f"{p}: line {line}: empty video_id or clip_id")
+            for col, value in (("video_id", vid), ("clip_id", cid)):
+                if "/" in value or "\\" in value or value in (".", ".."):
+                    raise DataError(f"{p}: line {line}: {col} {value!r} is not a plain name (no '/', '\\' or '..')")
+                safe_relative(value, f"{p}: line {line}: {col}")
             clip_id, places = f"{vid}$_${cid}", [(vid, cid), (".", f"{vid}$_${cid}")]
         else:
             clip_id = row.get(id_col or "", "")
             if not clip_id:
                 raise DataError(f"{p}: line {line}: empty {id_col!r}")
-            rel = Path(clip_id)
+            rel = safe_relative(clip_id, f"{p}: line {line}: clip id")
             places = [(rel.parent.as_posix(), rel.name)]
         if clip_id in seen:
             raise DataError(f"{p}: line {line}: clip id {clip_id!r} repeats line {seen[clip_id]}")
@@ -145,7 +150,7 @@ def read_labels(path: str | Path, clips_dir: str | Path) -> tuple[list[Clip], di
                 break
         for key in ("video", "audio"):
             if row.get(key):
-                f = (root / row[key]).resolve()
+                f = (root / safe_relative(row[key], f"{p}: line {line}: {key} file")).resolve()
                 if not f.is_file():
                     clip.error = f"{key} file {row[key]} not found under {root}"
                 setattr(clip, key, f)

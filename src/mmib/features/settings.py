@@ -2,7 +2,7 @@
 
 The settings are written into every feature file ``mmib extract`` makes
 (``meta["extractor"]``), carried onto ``dataset.meta["extractor"]`` by the MMSA
-loader and stored in a run's ``model.pt``, so ``mmib predict RUN_DIR CLIP``
+loader and stored in a run's ``model.safetensors``, so ``mmib predict RUN_DIR CLIP``
 extracts new clips exactly as the run's training data were extracted.
 """
 

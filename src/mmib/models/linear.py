@@ -25,7 +25,7 @@ It is an ordinary registered model: the engine calls :meth:`on_fit_start`
 (where the fit happens) and runs no gradient epochs (its training plan is a
 single phase of zero epochs), then saves, evaluates and writes the run
 directory as for every other model. The fitted coefficients are the weights of
-one ``nn.Linear``, so ``model.pt``, ``mmib eval``/``predict``/``robust`` and
+one ``nn.Linear``, so the saved weights, ``mmib eval``/``predict``/``robust`` and
 parameter counts need nothing special.
 """
 

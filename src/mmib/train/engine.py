@@ -12,9 +12,12 @@ run directory. Everything it logs is a detached number; evaluation runs under
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mmib.config import RunConfig, TrainConfig, dump_config
+from mmib.config import RunConfig, TrainConfig, dump_config, validate_train_config
 from mmib.data.dataset import MultimodalDataset
 from mmib.errors import ConfigError, MMIBError, RunError
 from mmib.eval.metrics import compute_metrics, default_monitor, metric_mode
@@ -37,7 +40,18 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class TrainingDiverged(MMIBError):
-    """The loss became NaN or infinite."""
+    """The loss became NaN or infinite, or grew (or the predictions grew) by orders of magnitude."""
+
+
+#: A training loss this many times beyond the first epoch's (floored at 1) means divergence.
+LOSS_EXPLOSION = 1e6
+#: Regression predictions further than this many target ranges outside the training targets' range.
+PREDICTION_EXPLOSION = 100.0
+#: Classification logits beyond this magnitude (softmax saturates near 100).
+LOGIT_EXPLOSION = 1e6
+#: Training options that may change between a run's start and its resume (they do not change results).
+RESUMABLE_CHANGES = ("train.progress", "train.threads", "train.eval_batch_size", "train.device",
+                     "data.trust_pickle")
 
 
 def seed_everything(seed: int) -> None:
@@ -210,6 +224,13 @@ class Trainer:
     row)``, if given, is called after every epoch with that epoch's metrics.jsonl row,
     once the row and the checkpoint are written; it may raise (e.g. to prune a sweep
     trial): the exception propagates out of :meth:`fit` and the run stays resumable.
+
+    While it writes ``run_dir`` the trainer holds the directory's lock
+    (:class:`~mmib.train.rundir.RunLock`): a second process on the same directory gets a
+    RunError. A fresh start refuses a directory that holds a finished or unfinished run
+    unless ``overwrite``. Per epoch it writes ``metrics.jsonl``, then the checkpoint, then
+    (if the epoch is the best so far) the model file, so that a kill at any moment loses at
+    most the running epoch (see :meth:`_load_checkpoint`).
     """
 
     def __init__(
@@ -220,8 +241,10 @@ class Trainer:
         run_dir: str | Path | None = None,
         run_config: RunConfig | None = None,
         epoch_callback: Callable[[int, dict[str, Any]], None] | None = None,
+        overwrite: bool = True,
     ) -> None:
         self.model = model
+        self.overwrite = overwrite
         self.epoch_callback = epoch_callback
         self.dataset = dataset
         self.config = config
@@ -233,10 +256,7 @@ class Trainer:
         autocast_context(config.precision, self.device)  # validates the precision/device pair
         if config.optimizer not in OPTIMIZERS:
             raise ConfigError(f"optimizer {config.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
-        if config.batch_size < 1 or config.epochs < 0 or config.patience < 1:
-            raise ConfigError("batch_size and patience must be >= 1 and epochs >= 0")
-        if not config.warmup_epochs >= 0:
-            raise ConfigError(f"warmup_epochs must be >= 0, got {config.warmup_epochs}")
+        validate_train_config(config)
         self.warmup_steps = math.ceil(config.warmup_epochs * dataset.num_batches("train", config.batch_size))
         self.monitor = config.monitor or default_monitor(dataset.task)
         try:
@@ -244,7 +264,11 @@ class Trainer:
         except ConfigError as exc:
             raise ConfigError(f"monitor {self.monitor!r}: {exc}") from None
         self.has_valid = dataset.split_size("valid") > 0
+        if not self.has_valid:
+            warnings.warn(f"{dataset.name}: the validation split is empty, so no best epoch can be selected and "
+                          "early stopping is off: the last epoch is kept", stacklevel=2)
         self._best_state: dict[str, Tensor] | None = None
+        self._fingerprint: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ setup
     def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
@@ -284,8 +308,6 @@ class Trainer:
     def _model_payload(self, state_dict: dict[str, Tensor], epoch: int) -> dict[str, Any]:
         st = self.dataset.standardizer
         return {
-            "format": "mmib-model",
-            "version": 1,
             "model": self.model.registry_name,
             "options": asdict(self.model.options),
             "spec": self.model.spec.to_dict(),
@@ -302,8 +324,34 @@ class Trainer:
 
         Frozen encoders that can (``uses_feature_cache``: a frozen BERT-type text encoder) get a
         per-sample feature cache for the run (:func:`mmib.nn.cache.feature_caches`)."""
-        with feature_caches(self.model, len(self.dataset)):
+        with feature_caches(self.model, len(self.dataset)), self.holding_run_dir(resume):
             return self._fit(resume)
+
+    @contextlib.contextmanager
+    def holding_run_dir(self, resume: bool = False) -> Any:
+        """Everything that writes ``run_dir`` runs inside this: the folder is checked (writable, enough
+        space) before training, its lock is held (a second process gets a RunError), and temporary
+        files of killed writes are removed. A no-op without a run directory."""
+        if self.run_dir is None:
+            yield
+            return
+        if resume and not self.run_dir.is_dir():
+            raise RunError(f"{self.run_dir}: no such run directory (no checkpoint to resume from)")
+        rundir.prepare_dir(self.run_dir, self._bytes_needed())
+        with rundir.RunLock(self.run_dir) as lock:
+            if lock.note:
+                warnings.warn(lock.note, stacklevel=3)
+            rundir.remove_stale_temps(self.run_dir)
+            yield
+
+    def _bytes_needed(self) -> int:
+        """Disk space a run directory needs: the weights (model file and checkpoint, each with its
+        temporary copy), optimizer state of up to twice the weights, and some slack, less the files
+        of this run that will be replaced."""
+        weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        replaced = sum((self.run_dir / n).stat().st_size for n in (rundir.MODEL, rundir.CHECKPOINT)
+                       if self.run_dir is not None and (self.run_dir / n).is_file())
+        return max(6 * weights - replaced, 0) + 2**20
 
     def _fit(self, resume: bool) -> FitResult:
         run = self._start(resume)
@@ -430,10 +478,9 @@ class Trainer:
                 p.requires_grad_(True)
         self._record_epoch(phase, state, totals, count, time.perf_counter() - start)
 
-    @staticmethod
-    def _record_epoch(phase: Phase, state: _State, totals: dict[str, Tensor], count: int, seconds: float) -> None:
+    def _record_epoch(self, phase: Phase, state: _State, totals: dict[str, Tensor], count: int, seconds: float) -> None:
         """Close a training epoch: mean loss terms per sample (``totals`` hold sums of term x batch
-        size), the divergence check, the epoch's metrics.jsonl row and its seconds."""
+        size), the divergence checks (non-finite, exploded), the epoch's metrics.jsonl row and its seconds."""
         train_terms = {k: float(v) / max(count, 1) for k, v in totals.items()}
         bad = [k for k, v in train_terms.items() if not math.isfinite(v)]
         if bad:
@@ -441,8 +488,61 @@ class Trainer:
                 f"training diverged in epoch {state.epoch + 1} ({phase.name}): non-finite {', '.join(bad)}; "
                 "try a smaller lr, gradient clipping (--set clip_grad=1.0) or --set detect_anomaly=true"
             )
+        self._check_loss_growth(state, train_terms, phase.name)
         state.train_seconds += seconds
         state.history.append({"epoch": state.epoch + 1, "phase": phase.name, "seconds": seconds, "train": train_terms})
+
+    def _check_loss_growth(self, state: _State, terms: dict[str, float], phase: str) -> None:
+        """TrainingDiverged when a loss grew LOSS_EXPLOSION-fold beyond its value in the phase's first epoch
+        (floored at 1): a finite explosion the NaN check does not see."""
+        for key, value in terms.items():
+            if key != "loss" and not key.endswith("/loss"):
+                continue
+            first = next((r["train"][key] for r in state.history
+                          if r.get("phase") == phase and key in r.get("train", {})), None)
+            if first is None:
+                continue
+            limit = LOSS_EXPLOSION * max(abs(first), 1.0)
+            if abs(value) > limit:
+                raise TrainingDiverged(
+                    f"training diverged in epoch {state.epoch + 1} ({phase}): {key} {value:.3g} is more than "
+                    f"{LOSS_EXPLOSION:.0e} times its first-epoch value {first:.3g}; try a smaller lr "
+                    f"(now {self.config.lr:g}) or gradient clipping (--set clip_grad=1.0)"
+                )
+
+    def _final_metrics(self, model: MultimodalModel, split: str) -> dict[str, float]:
+        """Metrics of the selected weights on ``split``, after checking the predictions did not explode."""
+        cfg = self.config
+        p = predict(model, self.dataset, split, cfg.eval_batch_size, self.device, cfg.precision)
+        self._check_predictions(split, p)
+        assert p.y is not None
+        return compute_metrics(self.dataset.task, p.prediction, p.y)
+
+    def _check_predictions(self, split: str, p: Predictions) -> None:
+        """TrainingDiverged when predictions explode: regression outputs more than PREDICTION_EXPLOSION target
+        ranges outside the training targets' range, or classification logits beyond LOGIT_EXPLOSION."""
+        pred = p.prediction.float()
+        hint = f"try a smaller lr (now {self.config.lr:g}) or gradient clipping (--set clip_grad=1.0)"
+        if not torch.isfinite(pred).all():
+            raise TrainingDiverged(f"training diverged: {int((~torch.isfinite(pred)).sum())} {split} predictions "
+                                   f"are NaN/inf; {hint}")
+        task = self.dataset.task
+        if task.kind == "regression" and pred.numel():
+            y = self.dataset.y.index_select(0, self.dataset.splits["train"]).float()
+            low, high = float(y.min()), float(y.max())
+            width = high - low if high > low else max(abs(high), 1.0)
+            worst = float(torch.maximum(low - pred, pred - high).max())
+            if worst > PREDICTION_EXPLOSION * width:
+                extreme = float(pred[(pred - (low + high) / 2).abs().argmax()])
+                raise TrainingDiverged(
+                    f"training diverged: {split} predictions reach {extreme:.3g}, more than {PREDICTION_EXPLOSION:g} "
+                    f"times the width of the training targets' range [{low:.3g}, {high:.3g}] outside it; {hint}"
+                )
+        elif task.kind in ("binary", "multiclass", "multilabel") and pred.numel():
+            peak = float(pred.abs().max())
+            if peak > LOGIT_EXPLOSION:
+                raise TrainingDiverged(f"training diverged: {split} logits reach {peak:.3g} (beyond "
+                                       f"{LOGIT_EXPLOSION:.0e}); {hint}")
 
     @staticmethod
     def _set_trainable(params: list[nn.Parameter], ids: set[int]) -> None:
@@ -463,6 +563,7 @@ class Trainer:
         if self.has_valid:
             row["valid"] = valid if valid is not None else evaluate(
                 model, self.dataset, "valid", cfg.eval_batch_size, self.device, cfg.precision)
+        improved = False
         if phase.selects_best:
             value = row["valid"].get(self.monitor) if self.has_valid else None
             if self.has_valid and value is None:
@@ -478,16 +579,18 @@ class Trainer:
             )
             if improved:
                 state.best_value, state.best_epoch, state.bad_epochs = value, state.epoch, 0
-                self._save_best(model, state.epoch)
             else:
                 state.bad_epochs += 1
                 if state.bad_epochs >= cfg.patience:
                     state.stopped = True
         row["best_epoch"] = state.best_epoch
+        # Order matters for kills (see _load_checkpoint): metrics, checkpoint, then the best weights.
         if self.run_dir is not None:
             rundir.atomic_write_jsonl(self.run_dir / rundir.METRICS, state.history)
             if cfg.checkpoint:
                 self._save_checkpoint(model, state, generator, optimizers, scaler)
+        if improved:
+            self._save_best(model, state.epoch)
         if progress is not None:
             post = {"loss": f"{row['train'].get('loss', float('nan')):.4g}"}
             if "valid" in row and self.monitor in row["valid"]:
@@ -499,16 +602,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ persistence
     def _start_run_dir(self) -> None:
+        """A fresh start (under the lock): refuse an existing run unless overwriting, clear it, write config.yaml."""
         assert self.run_dir is not None
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        for name in (rundir.METRICS, rundir.RESULTS, rundir.CHECKPOINT, rundir.MODEL):
-            (self.run_dir / name).unlink(missing_ok=True)
+        d = self.run_dir
+        if not self.overwrite:
+            if (d / rundir.RESULTS).is_file():
+                raise RunError(f"{d}: holds a finished run; pass --overwrite to replace it or choose another --out")
+            if rundir.is_unfinished(d):
+                raise RunError(f"{d}: holds an unfinished run; pass --resume to continue it or --overwrite")
+        for name in (rundir.METRICS, rundir.RESULTS, rundir.CHECKPOINT, rundir.MODEL, *rundir.LEGACY_FILES):
+            (d / name).unlink(missing_ok=True)
         if self.run_config is not None:
-            rundir.atomic_write_text(self.run_dir / rundir.CONFIG, dump_config(self.run_config))
+            rundir.atomic_write_text(d / rundir.CONFIG, dump_config(self.run_config))
 
     def _save_best(self, model: MultimodalModel, epoch: int) -> None:
         if self.run_dir is not None:
-            rundir.atomic_torch_save(self.run_dir / rundir.MODEL, self._model_payload(model.state_dict(), epoch))
+            rundir.write_state(self.run_dir / rundir.MODEL, rundir.MODEL_FORMAT,
+                               self._model_payload(model.state_dict(), epoch))
             self._best_state = None
         else:
             self._best_state = _copy_state(model.state_dict(), self._best_state)
@@ -518,57 +628,118 @@ class Trainer:
     ) -> None:
         assert self.run_dir is not None
         payload = {
-            "format": "mmib-checkpoint",
             "state": asdict(state),
             "model": model.state_dict(),
             "optimizers": {f"{p}/{s}": o.state_dict() for (p, s), o in optimizers.items()},
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": self._rng_state(generator),
             "standardizer": self.dataset.standardizer.state_dict() if self.dataset.standardizer else None,
+            "config": self.run_config.to_dict() if self.run_config is not None else None,
+            "data": self._data_fingerprint(),
         }
-        rundir.atomic_torch_save(self.run_dir / rundir.CHECKPOINT, payload)
+        rundir.write_state(self.run_dir / rundir.CHECKPOINT, rundir.CHECKPOINT_FORMAT, payload)
 
     def _load_checkpoint(self, generator: torch.Generator, optimizers: dict, scaler: Any) -> _State:
+        """Restore the last completed epoch; check that the configuration and data are those the run started with.
+
+        Because every epoch writes metrics, then the checkpoint, then the best weights, a kill can only leave
+        a model file one step behind a checkpoint whose own epoch is the best: its weights are then written
+        as the model file here. metrics.jsonl is rewritten from the checkpoint, so a row of an epoch the kill
+        interrupted disappears and the resumed run writes it again."""
         if self.run_dir is None:
             raise RunError("--resume needs a run directory")
         path = self.run_dir / rundir.CHECKPOINT
         if not path.is_file():
+            if (self.run_dir / rundir.LEGACY_CHECKPOINT).is_file():
+                raise rundir.legacy_error(self.run_dir, rundir.LEGACY_CHECKPOINT)
             if (self.run_dir / rundir.RESULTS).is_file():
                 raise RunError(f"{self.run_dir}: the run already finished (results.json exists); nothing to resume")
             raise RunError(f"{path}: no checkpoint to resume from")
-        ck = rundir.torch_load(path)
-        if not isinstance(ck, dict) or ck.get("format") != "mmib-checkpoint":
-            raise RunError(f"{path}: not an mmib checkpoint")
+        ck = rundir.read_state(path, rundir.CHECKPOINT_FORMAT, "mmib checkpoint")
+        rundir.require_keys(ck, ("state", "model", "optimizers", "rng"), path, "mmib checkpoint")
+        self._check_same_run(ck, path)
         try:
             self.model.load_state_dict(ck["model"])
-        except RuntimeError as exc:
+        except (RuntimeError, TypeError, AttributeError) as exc:
             raise RunError(f"{path}: does not match this model ({str(exc).splitlines()[0]})") from None
+        saved_opts = ck["optimizers"] if isinstance(ck["optimizers"], dict) else {}
         for key, opt in optimizers.items():
-            saved = ck["optimizers"].get(f"{key[0]}/{key[1]}")
-            if saved is not None:
-                opt.load_state_dict(saved)
+            name = f"{key[0]}/{key[1]}"
+            if saved_opts.get(name) is None:
+                raise RunError(f"{path}: has no optimizer state for stage {name!r} (not a complete mmib checkpoint)")
+            try:
+                opt.load_state_dict(saved_opts[name])
+            except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+                raise RunError(f"{path}: optimizer state of stage {name!r} does not match this model ({exc})") from None
         if scaler is not None and ck.get("scaler"):
             scaler.load_state_dict(ck["scaler"])
-        self._set_rng_state(ck["rng"], generator)
-        return _State(**ck["state"])
+        try:
+            self._set_rng_state(ck["rng"], generator)
+            state = _State(**ck["state"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            raise RunError(f"{path}: malformed training state ({type(exc).__name__}: {exc})") from None
+        rundir.atomic_write_jsonl(self.run_dir / rundir.METRICS, state.history)
+        model_file = self.run_dir / rundir.MODEL
+        if state.best_epoch:
+            saved_epoch = None
+            if model_file.is_file():
+                saved_epoch = rundir.read_state_header(model_file, rundir.MODEL_FORMAT, "mmib model file").get("epoch")
+            if saved_epoch != state.best_epoch:
+                if state.best_epoch != state.epoch:
+                    raise RunError(f"{model_file}: holds epoch {saved_epoch}, not the best epoch {state.best_epoch} "
+                                   "the checkpoint records; the run cannot be resumed consistently")
+                self._save_best(self.model, state.epoch)  # killed between the checkpoint and the model write
+        return state
+
+    def _data_fingerprint(self) -> dict[str, Any]:
+        if self._fingerprint is None:
+            self._fingerprint = data_fingerprint(self.dataset)
+        return dict(self._fingerprint)
+
+    def _check_same_run(self, ck: dict[str, Any], path: Path) -> None:
+        """RunError unless the configuration and the data are those the checkpoint was written with."""
+        saved, now = ck.get("config"), self.run_config.to_dict() if self.run_config is not None else None
+        if isinstance(saved, dict) and now is not None:
+            a, b = _flatten(saved), _flatten(now)
+            diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+            if diff:
+                k = diff[0]
+                raise RunError(
+                    f"{self.run_dir / rundir.CONFIG}: differs from the configuration the run started with "
+                    f"({', '.join(diff[:4])}{', ...' if len(diff) > 4 else ''}; {k} was {a.get(k)!r}, now {b.get(k)!r}); "
+                    "a resumed run continues as it started: restore the file, or start a new run"
+                )
+        saved_data = ck.get("data")
+        if isinstance(saved_data, dict):
+            current = self._data_fingerprint()
+            if saved_data != current:
+                what = next((k for k in current if saved_data.get(k) != current[k]), "digest")
+                raise RunError(
+                    f"{path}: the run started on other data ({what} differs: {_short(saved_data.get(what))} then, "
+                    f"{_short(current[what])} now); resume it on the data it started with"
+                )
 
     def _finish(self, model: MultimodalModel, state: _State) -> FitResult:
         cfg = self.config
         best_epoch = state.best_epoch or state.epoch
         if state.best_epoch:
             if self.run_dir is not None:
-                payload = rundir.torch_load(self.run_dir / rundir.MODEL)
+                path = self.run_dir / rundir.MODEL
+                payload = rundir.read_state(path, rundir.MODEL_FORMAT, "mmib model file")
+                if payload.get("epoch") != state.best_epoch:
+                    raise RunError(f"{path}: holds epoch {payload.get('epoch')}, not the best epoch {state.best_epoch}")
                 model.load_state_dict(payload["state_dict"])
             elif self._best_state is not None:
                 model.load_state_dict(self._best_state)
         elif self.run_dir is not None:
-            rundir.atomic_torch_save(self.run_dir / rundir.MODEL, self._model_payload(model.state_dict(), best_epoch))
-        valid = evaluate(model, self.dataset, "valid", cfg.eval_batch_size, self.device, cfg.precision) if self.has_valid else {}
+            rundir.write_state(self.run_dir / rundir.MODEL, rundir.MODEL_FORMAT,
+                               self._model_payload(model.state_dict(), best_epoch))
+        valid = self._final_metrics(model, "valid") if self.has_valid else {}
         test: dict[str, float] = {}
         latency_ms = None
         if self.dataset.split_size("test"):
             start = time.perf_counter()
-            test = evaluate(model, self.dataset, "test", cfg.eval_batch_size, self.device, cfg.precision)
+            test = self._final_metrics(model, "test")
             latency_ms = 1000 * (time.perf_counter() - start) / self.dataset.split_size("test")
         results = {
             "model": model.registry_name,
@@ -595,4 +766,46 @@ class Trainer:
             (self.run_dir / rundir.CHECKPOINT).unlink(missing_ok=True)
         return FitResult(model, state.history, best_epoch, valid, test, self.monitor, state.train_seconds,
                          self.run_dir, results)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (lists and scalars are leaves)."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, key))
+        else:
+            out[key] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def data_fingerprint(dataset: MultimodalDataset) -> dict[str, Any]:
+    """What identifies a run's data: sample and split counts, the spec, and a digest of the targets, the
+    split indices, the lengths and up to 256 evenly spaced rows of every modality."""
+    h = hashlib.blake2b(digest_size=16)
+    n = len(dataset)
+    rows = torch.unique(torch.linspace(0, max(n - 1, 0), min(n, 256)).round().long()) if n else torch.zeros(0, dtype=torch.long)
+    h.update(dataset.y.contiguous().numpy().tobytes())
+    for name in sorted(dataset.splits):
+        h.update(name.encode())
+        h.update(dataset.splits[name].contiguous().numpy().tobytes())
+    for name in sorted(dataset.features):
+        h.update(name.encode())
+        h.update(dataset.features[name].index_select(0, rows).contiguous().numpy().tobytes())
+        if name in dataset.lengths:
+            h.update(dataset.lengths[name].contiguous().numpy().tobytes())
+    return {
+        "samples": n,
+        "splits": {s: dataset.split_size(s) for s in sorted(dataset.splits)},
+        "spec": json.loads(json.dumps(dataset.spec.to_dict())),
+        "digest": h.hexdigest(),
+    }
 

@@ -48,6 +48,7 @@ train one at a time (:func:`train_members` says why in one line).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -356,23 +357,44 @@ def trial_step(members: Sequence[Member]) -> str | None:
 
 
 # ----------------------------------------------------------------------------- training
-def _fuse(opt: torch.optim.Optimizer) -> None:
-    """Switch an Adam/AdamW optimizer to PyTorch's fused implementation (one kernel per step instead
-    of ~10 per parameter; it rounds differently from the loop by at most an ulp per step, which
-    the batched products of the ensemble do anyway). Its state dict stays that of a plain Adam."""
+def _fuse(opt: torch.optim.Optimizer) -> list[tuple[Any, Any]] | None:
+    """Switch an Adam/AdamW optimizer to PyTorch's fused implementation for an epoch (one kernel per
+    step instead of ~10 per parameter; it rounds differently from the loop by at most an ulp per
+    step, which the batched products of the ensemble do anyway); returns the flags to restore
+    (:func:`_unfuse`) before the Trainer saves its state, so checkpoints hold a plain optimizer and a
+    member resumed alone trains as any run alone. None when the optimizer stays as it is."""
     if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
-        return
+        return None
     params = [p for g in opt.param_groups for p in g["params"]]
     if not params or any(p.dtype != torch.float32 or p.device.type not in ("cpu", "cuda") for p in params):
-        return
-    for g in opt.param_groups:
-        if g.get("differentiable") or g.get("capturable"):
-            return
+        return None
+    if any(g.get("differentiable") or g.get("capturable") or g.get("fused") for g in opt.param_groups):
+        return None
+    before = [(g.get("fused"), g.get("foreach")) for g in opt.param_groups]
     for g in opt.param_groups:
         g["fused"], g["foreach"] = True, None
     for p, st in opt.state.items():
         if torch.is_tensor(st.get("step")):
             st["step"] = st["step"].to(device=p.device, dtype=torch.float32)
+    return before
+
+
+def _unfuse(opt: torch.optim.Optimizer, before: list[tuple[Any, Any]] | None) -> None:
+    if before is None:
+        return
+    for g, (fused, foreach) in zip(opt.param_groups, before):
+        g["fused"], g["foreach"] = fused, foreach
+
+
+def _match_layouts(opt: torch.optim.Optimizer) -> None:
+    """Give every optimizer state tensor the memory layout of its parameter. A member's parameters
+    are strided views of the stack while it trains, but state loaded from a checkpoint (or made
+    while the parameter had storage of its own) may be laid out otherwise; PyTorch's fused Adam
+    kernel pairs elements by memory position, so mismatched layouts would silently mix them up."""
+    for p, st in opt.state.items():
+        for k, v in list(st.items()):
+            if torch.is_tensor(v) and v.shape == p.shape and v.dim() > 1 and v.stride() != p.stride():
+                st[k] = torch.empty_like(p, memory_format=torch.preserve_format).copy_(v)
 
 
 @dataclass
@@ -395,19 +417,23 @@ class EnsembleTrainer:
         self.device = torch.device(self.members[0].config.device)
 
     def fit(self) -> list[FitResult | Exception]:
+        with contextlib.ExitStack() as held:
+            return self._fit(held)
+
+    def _fit(self, held: contextlib.ExitStack) -> list[FitResult | Exception]:
         outcomes: list[FitResult | Exception | None] = [None] * len(self.members)
         active: list[_Active] = []
         resumed = False
         for i, m in enumerate(self.members):
             trainer = m.trainer()
             try:
+                # as Trainer.fit: the run directory checked and locked while the member trains
+                held.enter_context(trainer.holding_run_dir(m.resume))
                 run = trainer._start(m.resume, progress=False)
             except Exception as exc:  # noqa: BLE001 - this member fails, the others train
                 outcomes[i] = exc
                 continue
             resumed = resumed or m.resume
-            for opt in run.optimizers.values():
-                _fuse(opt)
             active.append(_Active(i, m, trainer, run))
         if not resumed:  # resumed members restored the shared generator from their checkpoints
             seed_everything(ensemble_seed([m.config.seed for m in self.members]))
@@ -474,6 +500,9 @@ class EnsembleTrainer:
             m.train()
         option_values = _option_values(models, self.device)
         stack = _Stack(models, trained)
+        for a in active:  # after the stack: the parameters' layouts are final for the epoch
+            _match_layouts(a.run.optimizers[key])
+        fused = [_fuse(a.run.optimizers[key]) for a in active]
         totals: dict[str, Tensor] = {}
         broken: dict[int, Exception] = {}
         count = 0
@@ -514,6 +543,8 @@ class EnsembleTrainer:
             seconds = (time.perf_counter() - start) / len(active)
         finally:
             stack.release()
+            for a, before in zip(active, fused):
+                _unfuse(a.run.optimizers[key], before)
         failed = []
         for j, a in enumerate(active):
             a.run.optimizers[key].zero_grad(set_to_none=True)
@@ -521,7 +552,7 @@ class EnsembleTrainer:
                 failed.append((a, broken[a.index]))
                 continue
             try:
-                Trainer._record_epoch(phase, a.run.state, {k: v[j] for k, v in totals.items()}, count, seconds)
+                a.trainer._record_epoch(phase, a.run.state, {k: v[j] for k, v in totals.items()}, count, seconds)
             except Exception as exc:  # noqa: BLE001 - TrainingDiverged
                 failed.append((a, exc))
         return failed
