@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmib.config import DataConfig, ModelConfig, RunConfig, TrainConfig, apply_overrides, load_config
+from mmib.config import (
+    DataConfig, ModelConfig, RunConfig, TrainConfig, apply_overrides, apply_training_defaults, changed_train_keys,
+    load_config, override_train_keys,
+)
 from mmib.data.dataset import Batch, DatasetSpec, MultimodalDataset, Standardizer
 from mmib.data.registry import load_dataset
 from mmib.errors import DataError, RunError
 from mmib.models.base import MultimodalModel
-from mmib.models.registry import build_model
+from mmib.models.registry import build_model, get_model
 from mmib.models.registry import model_options as model_option_values
 from mmib.train import rundir
 from mmib.train.engine import FitResult, Predictions, Trainer, seed_everything
@@ -47,11 +50,20 @@ def make_config(
     overrides: list[str] | None = None,
     **train_options: Any,
 ) -> RunConfig:
-    """Assemble a :class:`RunConfig` from a base config, names, options and ``key=value`` overrides."""
+    """Assemble a :class:`RunConfig` from a base config, names, options and ``key=value`` overrides.
+
+    The model's declared training defaults (``MultimodalModel.training_defaults``, e.g. MCER's
+    batch size 32) fill every training option the caller did not set: not in the YAML file's
+    ``train`` section, not a keyword argument, not an override, and (for a ``RunConfig`` given
+    as ``config``) still at :class:`TrainConfig`'s default.
+    """
     if isinstance(config, (str, Path)):
         cfg = load_config(config)
+        explicit = _yaml_train_keys(config)
     else:
         cfg = config or RunConfig()
+        explicit = changed_train_keys(cfg.train)
+    explicit |= set(train_options) | override_train_keys(overrides or [])
     cfg = dataclasses.replace(cfg)
     if model is not None:
         cfg.model = ModelConfig(model, {**(cfg.model.options if cfg.model.name == model else {}), **(model_options or {})})
@@ -67,7 +79,19 @@ def make_config(
     cfg = apply_overrides(cfg, sets + list(overrides or []))
     if cfg.model.name:  # an unknown model or option fails here, before any data is loaded or generated
         model_option_values(cfg.model.name, cfg.model.options)
+        defaults = get_model(cfg.model.name).cls.training_defaults
+        if defaults:
+            cfg = apply_training_defaults(cfg, defaults, explicit, f"model {cfg.model.name}")
     return cfg
+
+
+def _yaml_train_keys(path: str | Path) -> set[str]:
+    """The keys of a YAML run config's ``train`` section (the file was validated by ``load_config``)."""
+    import yaml
+
+    d = yaml.safe_load(Path(path).read_text()) or {}
+    train = d.get("train") if isinstance(d, dict) else None
+    return set(train) if isinstance(train, dict) else set()
 
 
 def _yaml_value(v: Any) -> str:

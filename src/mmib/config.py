@@ -282,3 +282,35 @@ def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
             else:
                 _set_nested(cfg.model.options, rest, value)
     return cfg
+
+
+def override_train_keys(overrides: typing.Iterable[str]) -> set[str]:
+    """The training options that ``key=value`` overrides set (``train.X``, or a bare ``X`` naming one)."""
+    train_fields = {f.name for f in fields(TrainConfig)}
+    keys: set[str] = set()
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        section, _, rest = key.partition(".")
+        if section == "train" and rest:
+            keys.add(rest)
+        elif key in train_fields:
+            keys.add(key)
+    return keys
+
+
+def changed_train_keys(train: TrainConfig) -> set[str]:
+    """Training options whose value differs from :class:`TrainConfig`'s default (set by someone)."""
+    default = TrainConfig()
+    return {f.name for f in fields(TrainConfig) if getattr(train, f.name) != getattr(default, f.name)}
+
+
+def apply_training_defaults(cfg: RunConfig, defaults: dict[str, Any], explicit: set[str], where: str) -> RunConfig:
+    """A copy of ``cfg`` with a model's declared training defaults for every option not in ``explicit``."""
+    hints = _hints(TrainConfig)
+    train = dataclasses.replace(cfg.train)
+    for key, value in defaults.items():
+        if key not in hints:
+            raise ConfigError(f"{where}: declares unknown training option {key!r}")
+        if key not in explicit:
+            setattr(train, key, coerce(value, hints[key], f"{where}: training default {key}"))
+    return dataclasses.replace(cfg, train=train)

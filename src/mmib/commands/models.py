@@ -43,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
         if args.verbose:
             for f in dataclasses.fields(e.cls.Options):
                 default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-                print(f"{'':{width}}    {f.name} = {default!r}")
+                note = f.metadata.get("help")  # an option's units or meaning, where its model states them
+                print(f"{'':{width}}    {f.name} = {default!r}" + (f"  # {note}" if note else ""))
+            for key, value in e.cls.training_defaults.items():
+                print(f"{'':{width}}    train.{key} = {value!r}  # training default (a run's own value wins)")
     return 0
 
 

@@ -134,6 +134,9 @@ class MultimodalModel(nn.Module):
 
     registry_name: ClassVar[str] = ""
     Options: ClassVar[type] = object
+    #: Training options (``TrainConfig`` fields) this model's paper prescribes, e.g. ``{"batch_size": 32}``.
+    #: :func:`mmib.api.make_config` applies them to every option the run does not set itself.
+    training_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, spec: DatasetSpec, options: Any) -> None:
         super().__init__()

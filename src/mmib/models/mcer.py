@@ -29,9 +29,14 @@ are zero in epochs 1 and 2.
 
 Loss (eq. 33): ``L_task + alpha L_m + beta L_avl + gamma L_dc + eta L_MI`` with
 ``L_task = L_m-task + W_c L_c-task + W_s L_s-task`` (L1 losses), ``L_m =
-beta_IB KL(z_m)`` and ``L_avl = beta_IB sum_s KL(z^s)`` (eqs. 26, 29; the paper
-writes the bottleneck's ``beta`` inside both and the weight ``beta`` of eq. 33 uses
-the same symbol, so ``ib_beta`` defaults to ``beta``), ``L_dc`` the modality
+beta_IB KL(z_m)`` and ``L_avl = beta_IB sum_s KL(z^s)`` (eqs. 26, 29; ``ib_beta``
+defaults to ``beta``). The paper writes ``beta`` inside eq. 29 and again as the weight
+of ``L_avl`` in eq. 33, the same symbol for the same trade-off (eq. 27): read literally,
+S-MIB's KL would weigh ``beta^2`` (1e-6 with Table III's MOSI beta 1e-3, 1000 times
+weaker than M-MIB's ``alpha beta`` = 1.9e-3, so S-MIB would do nothing). Here beta is
+applied once (``avl_beta=once``, default): the S-MIB term of the total is
+``beta_IB sum_s KL(z^s)``; ``avl_beta=twice`` keeps the literal ``beta * L_avl``. The
+logged ``L_avl`` is eq. 29's value either way. ``L_dc`` the modality
 discriminator loss of the gated transformers (eqs. 21-22, averaged over pairs and
 layers; eq. 22's constant ``lambda K / 2`` is folded into ``gamma``) and ``L_MI =
 -sum_pairs (E log q(X_y | X_x) + H(X_y))`` the Barber-Agakov bound of MMIM between
@@ -46,8 +51,8 @@ Defaults follow Table III (CMU-MOSI): alpha 1.9, beta 1e-3, gamma 0.05, eta 0.1;
 learning rates 9e-4 for the audio encoder, 6e-3 for the vision encoder, 7e-4 for
 everything else and 4.5e-5 for a BERT-type text model (``lr_modality``,
 ``lr_other``, ``lr_bert``; ``lr_other=none`` uses the run's ``lr``). The paper's
-batch size 32 is a training option: ``--set batch_size=32``. Widths the paper does
-not give are ours (see ``Options``).
+batch size 32 is this model's training default (``training_defaults``; a run's own
+``--set batch_size=...`` wins). Widths the paper does not give are ours (see ``Options``).
 
 Ablations (the analogues of Tables IV and V): ``without=m,avl,dc,mi`` drops the
 named terms of eq. 33; ``tasks=m,s`` trains without the cross-modal task;
@@ -99,6 +104,7 @@ if TYPE_CHECKING:
 TASKS = ("m", "s", "c")
 LOSS_TERMS = ("m", "avl", "dc", "mi")
 CROSS_INPUTS = ("shared", "input")
+AVL_BETA = ("once", "twice")
 LABEL_LOG = "generated_labels.jsonl"
 
 
@@ -114,6 +120,9 @@ def _pair_key(a: str, b: str) -> str:
     min_modalities=3,
 )
 class MCER(MultimodalModel):
+    #: Table III (CMU-MOSI and CMU-MOSEI): batch size 32.
+    training_defaults = {"batch_size": 32}
+
     @dataclass
     class Options(EncoderOptions):
         """Widths: ``hidden`` (shared encoders' X_s), ``fusion_dim`` (F'_m), ``unimodal_dim`` (H_s),
@@ -122,7 +131,9 @@ class MCER(MultimodalModel):
         ``cross_dim`` (d of the gated transformers), ``cross_layers`` (L), ``attn_heads``,
         ``cross_hidden`` (h_c), ``cross_readout`` (first = the head step, or mean).
         Loss weights (eq. 33): ``alpha``, ``beta``, ``gamma``, ``eta``; ``ib_beta`` (the MIB beta
-        inside L_m and L_avl; None = beta); ``disc_group`` (eq. 21's group size k).
+        inside L_m and L_avl; None = beta); ``avl_beta`` (``once``: S-MIB's KL weighs ``ib_beta``;
+        ``twice``: eq. 33's beta multiplies L_avl again, ``beta * ib_beta``); ``disc_group`` (eq. 21's
+        group size k).
         Ablations: ``tasks`` (subset of m, s, c; m required), ``cross_tasks`` (modalities whose
         dominated cross-modal head is used; None = all), ``without`` (terms of eq. 33 to drop:
         m, avl, dc, mi). Labels: ``label_bound`` (clip; None = max |y| of the training split),
@@ -153,6 +164,7 @@ class MCER(MultimodalModel):
         gamma: float = 0.05
         eta: float = 0.1
         ib_beta: float | None = None
+        avl_beta: str = "once"
         disc_group: int = 1
         tasks: list[str] = field(default_factory=lambda: list(TASKS))
         cross_tasks: list[str] | None = None
@@ -301,6 +313,8 @@ class MCER(MultimodalModel):
                 raise ConfigError(f"mcer option {name} must be >= 0, got {getattr(o, name)}")
         if o.ib_beta is not None and o.ib_beta < 0:
             raise ConfigError(f"mcer option ib_beta must be >= 0, got {o.ib_beta}")
+        if o.avl_beta not in AVL_BETA:
+            raise ConfigError(f"mcer option avl_beta={o.avl_beta!r}: choose one of {', '.join(AVL_BETA)}")
         if o.disc_group < 1:
             raise ConfigError(f"mcer option disc_group must be >= 1, got {o.disc_group}")
         if o.log_labels < 0:
@@ -407,7 +421,8 @@ class MCER(MultimodalModel):
             terms["L_avl"] = self.ib_beta * torch.stack(kl_s).sum()
             total = total + terms["task_s"]
             if "avl" not in self.dropped:
-                total = total + o.beta * terms["L_avl"]
+                # eq. 29's L_avl already carries beta; "twice" is eq. 33 read literally (beta * L_avl)
+                total = total + (o.beta * terms["L_avl"] if o.avl_beta == "twice" else terms["L_avl"])
 
         if self.use_c:
             cross, gated_out = self._cross(batch, x, seq)
