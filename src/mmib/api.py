@@ -55,7 +55,9 @@ def make_config(
     The model's declared training defaults (``MultimodalModel.training_defaults``, e.g. MCER's
     batch size 32) fill every training option the caller did not set: not in the YAML file's
     ``train`` section, not a keyword argument, not an override, and (for a ``RunConfig`` given
-    as ``config``) still at :class:`TrainConfig`'s default.
+    as ``config`` together with a ``model`` name) still at :class:`TrainConfig`'s default. A
+    ``RunConfig`` given without a ``model`` name is taken as complete: it gets no defaults again
+    (it may be one this function made, whose ``weight_decay=0`` the user chose).
     """
     if isinstance(config, (str, Path)):
         cfg = load_config(config)
@@ -80,7 +82,7 @@ def make_config(
     if cfg.model.name:  # an unknown model or option fails here, before any data is loaded or generated
         model_option_values(cfg.model.name, cfg.model.options)
         defaults = get_model(cfg.model.name).cls.training_defaults
-        if defaults:
+        if defaults and (model is not None or not isinstance(config, RunConfig)):
             cfg = apply_training_defaults(cfg, defaults, explicit, f"model {cfg.model.name}")
     return cfg
 

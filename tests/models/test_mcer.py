@@ -252,6 +252,10 @@ def test_table_iii_batch_size_is_the_training_default(tmp_path):
     assert make_config("mcer", "sim-msa", tmp_path / "c.yaml").train.batch_size == 64
     (tmp_path / "d.yaml").write_text("train:\n  lr: 0.01\n")
     assert make_config("mcer", "sim-msa", tmp_path / "d.yaml").train.batch_size == 32
-    # a RunConfig passed in keeps the options it changed from the engine defaults
+    # a RunConfig passed in with a model name keeps the options it changed from the engine defaults
     base = make_config(data="sim-msa", batch_size=128)
     assert make_config("mcer", config=base).train.batch_size == 128
+    # a complete RunConfig (no model name given) is not defaulted again: the user's 64 survives,
+    # as compare and sweep hand their planned configs to train()
+    chosen = make_config("mcer", "sim-msa", batch_size=64)
+    assert make_config(config=chosen).train.batch_size == 64
