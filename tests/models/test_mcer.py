@@ -259,3 +259,21 @@ def test_table_iii_batch_size_is_the_training_default(tmp_path):
     # as compare and sweep hand their planned configs to train()
     chosen = make_config("mcer", "sim-msa", batch_size=64)
     assert make_config(config=chosen).train.batch_size == 64
+
+
+def test_mi_term_reaches_a_target_only_through_its_entropy():
+    """mi_form=stopgrad (default): the likelihood part of L_MI moves the anchor (text) but not the targets,
+    so it cannot collapse them; mi_form=joint (the earlier form) moves both."""
+    spec = DatasetSpec.simple({"text": 4, "audio": 3, "vision": 3})
+    batch = _batch({"text": 4, "audio": 3, "vision": 3})
+    for form, targets_move in (("stopgrad", False), ("joint", True)):
+        torch.manual_seed(0)
+        model = build_model("mcer", spec, **SMALL, mi_form=form, tasks=["m"])
+        x, _ = model._encode(batch, steps=False)
+        l_mi, _, _ = model._mi(x, batch.y)  # first batch: the GMM memory is empty, so no entropy yet
+        grads = {m: torch.autograd.grad(l_mi, list(model.encoders.encoders[m].parameters()), allow_unused=True,
+                                        retain_graph=True) for m in spec.names}
+        moved = {m: any(g is not None and float(g.abs().sum()) > 0 for g in gs) for m, gs in grads.items()}
+        assert moved["text"] and moved["audio"] == targets_move and moved["vision"] == targets_move
+    with pytest.raises(ConfigError, match="mi_form='both'"):
+        build_model("mcer", spec, **SMALL, mi_form="both")

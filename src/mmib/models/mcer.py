@@ -45,7 +45,11 @@ paired with every other). The BA predictors ``q`` learn in the same step by
 maximising their likelihood on detached inputs (term ``mi_q``), while ``L_MI``
 reaches the encoders through a frozen copy of ``q`` (``torch.func.functional_call``
 with detached parameters): MMIM's two stages in one backward pass, without a second
-encoder pass.
+encoder pass. As in :mod:`mmib.models.mmim` (``ba_form``), the target of each pair is
+detached inside that likelihood (``mi_form=stopgrad``, default), so the only MI
+gradient a target representation gets is its entropy's and the term cannot collapse
+it; ``mi_form=joint`` lets the likelihood's gradient reach the target too (the
+earlier behaviour).
 
 Defaults follow Table III (CMU-MOSI): alpha 1.9, beta 1e-3, gamma 0.05, eta 0.1;
 learning rates 9e-4 for the audio encoder, 6e-3 for the vision encoder, 7e-4 for
@@ -140,7 +144,8 @@ class MCER(MultimodalModel):
         ``log_labels`` (training samples whose generated labels are written per epoch).
         MI: ``mi_anchor`` (None = text if present, else the first modality), ``mi_pairs``
         (anchor or all), ``mi_project`` (target width fraction of MMIM's tanh projection; None =
-        none), ``mi_memory`` (GMM memory batches), ``mi_cov_eps``.
+        none), ``mi_memory`` (GMM memory batches), ``mi_cov_eps``, ``mi_form`` (stopgrad: the
+        target is detached inside the likelihood; joint: not).
         Learning rates: ``lr_other``, ``lr_modality`` (per modality's shared encoder; names not in
         the data are ignored), ``lr_bert`` (pretrained text model; None = the run's text_lr),
         ``lr_mi`` (BA predictors; None = lr_other)."""
@@ -176,6 +181,7 @@ class MCER(MultimodalModel):
         mi_project: float | None = 0.25
         mi_memory: int = 1
         mi_cov_eps: float = 1e-4
+        mi_form: str = "stopgrad"
         lr_other: float | None = 7e-4
         lr_modality: dict[str, float] = field(default_factory=lambda: {"audio": 9e-4, "vision": 6e-3})
         lr_bert: float | None = 4.5e-5
@@ -302,6 +308,8 @@ class MCER(MultimodalModel):
             raise ConfigError(f"mcer option cross_readout={o.cross_readout!r}: choose one of {', '.join(READOUTS)}")
         if o.cross_input not in CROSS_INPUTS:
             raise ConfigError(f"mcer option cross_input={o.cross_input!r}: choose one of {', '.join(CROSS_INPUTS)}")
+        if o.mi_form not in ("stopgrad", "joint"):
+            raise ConfigError(f"mcer option mi_form={o.mi_form!r}: choose stopgrad or joint")
         if o.mi_pairs not in ("anchor", "all"):
             raise ConfigError(f"mcer option mi_pairs={o.mi_pairs!r}: choose anchor or all")
         if o.mi_anchor is not None and o.mi_anchor not in spec.names:
@@ -473,7 +481,8 @@ class MCER(MultimodalModel):
             ba = self.mi[_pair_key(a, b)]
             lld_q.append(ba.log_likelihood(x[a].detach(), t[b].detach()))
             frozen = {k: v.detach() for k, v in ba.named_parameters()}
-            lld_rep.append(functional_call(ba, frozen, (x[a], t[b])).log_likelihood)
+            target = t[b].detach() if self.options.mi_form == "stopgrad" else t[b]
+            lld_rep.append(functional_call(ba, frozen, (x[a], target)).log_likelihood)
         lld = torch.stack(lld_rep).sum()
         ent = sum((entropy[b] for _, b in self.mi_pairs if b in entropy), lld.new_zeros(()))
         q = -torch.stack(lld_q).sum()
