@@ -288,3 +288,20 @@ def test_r_from_held_out_rows_that_no_loss_trains_on(tiny_sim):
     assert "r_held_out" in model.state_dict()  # restored by --resume
     with pytest.raises(ConfigError, match="r_from 'valid'"):
         build_model("omib", tiny_sim.spec, beta=0.01, r_from="valid", **SMALL)
+
+
+def test_r_momentum_averages_successive_held_out_measurements(tiny_sim):
+    model = build_model("omib", tiny_sim.spec, beta=0.01, r_from="held_out", r_momentum=0.75, **SMALL)
+    assert bool(torch.isnan(model.r_held_out).all())  # nothing measured yet: the batches use r = 1
+    model._dataset = tiny_sim
+    d1 = model.measure_held_out_r()
+    first = dynamic_weights(torch.tensor([d1["D_x1"], d1["D_x2"]]))
+    torch.testing.assert_close(model.r_held_out, first)  # the first measurement is taken as it is
+    with torch.no_grad():
+        for p in model.trb_heads.parameters():
+            p.mul_(1.5)  # move the branches so that the next measurement differs
+    d2 = model.measure_held_out_r()
+    second = dynamic_weights(torch.tensor([d2["D_x1"], d2["D_x2"]]))
+    torch.testing.assert_close(model.r_held_out, 0.75 * first + 0.25 * second)
+    with pytest.raises(ConfigError, match="r_momentum"):
+        build_model("omib", tiny_sim.spec, beta=0.01, r_momentum=1.0, **SMALL)

@@ -41,7 +41,9 @@ Design choices the paper leaves open:
   ``r_from=held_out`` measures ``D_i`` (hence ``r``) after every epoch on a fixed
   ``r_holdout`` share of the training rows that no loss trains on (the branches and
   the OMF head memorise the training batches, where ``D_1`` and ``D_2`` are both near
-  0 and ``r`` near 1 whatever the modalities hold), and uses it for the next epoch;
+  0 and ``r`` near 1 whatever the modalities hold), and uses it for the next epoch
+  (``r_momentum`` > 0 averages it with the previous epoch's r: without that, r
+  alternated between about 0.05 and 1.5 from one epoch to the next on SIM-I);
   ``r_from=batch`` (default) computes it on each training batch, as Algorithm 2.
   ``std_offset`` (default 5, the MIB convention; OMIB does not state one) sets the
   VAEs' ``std = softplus(. - std_offset)``.
@@ -213,6 +215,7 @@ class OMIB(MultimodalModel):
         trb_weight: float = 1.0  # weight of the main phase's sum of L_TRB (0: the TRB heads stop learning)
         r_from: str = "batch"  # "batch": r from the training batch (the paper); "held_out": from held-out rows
         r_holdout: float = 0.1  # r_from=held_out: share of the training split no loss sees, where r is measured
+        r_momentum: float = 0.0  # r_from=held_out: r <- m r + (1 - m) r(D) after each epoch (damps oscillation)
         std_offset: float = 5.0  # the VAEs' std = softplus(. - std_offset) (5: the MIB convention)
         svdd_bias_free: str = "network"  # anomaly task: "network" (Ruff et al.) or "head" (the heads only)
 
@@ -241,6 +244,8 @@ class OMIB(MultimodalModel):
             raise ConfigError(f"omib: r_from {o.r_from!r} is not one of {', '.join(R_SOURCES)}")
         if not 0.0 < o.r_holdout < 1.0:
             raise ConfigError(f"omib: r_holdout must lie in (0, 1), got {o.r_holdout}")
+        if not 0.0 <= o.r_momentum < 1.0:
+            raise ConfigError(f"omib: r_momentum must lie in [0, 1), got {o.r_momentum}")
         if o.svdd_bias_free not in SVDD_BIAS_FREE:
             raise ConfigError(f"omib: svdd_bias_free {o.svdd_bias_free!r} is not one of {', '.join(SVDD_BIAS_FREE)}")
         if o.omf and o.beta is None and m > 3 and spec.task.kind != "anomaly":
@@ -289,8 +294,9 @@ class OMIB(MultimodalModel):
         # Per-epoch accumulators of r (reset every epoch, so not saved).
         self.register_buffer("_r_sum", torch.zeros(m - 1), persistent=False)
         self.register_buffer("_r_count", torch.zeros(()), persistent=False)
-        # r_from=held_out: the weights measured on the held-out rows after the last epoch (saved for --resume).
-        self.register_buffer("r_held_out", torch.ones(m - 1))
+        # r_from=held_out: the weights measured on the held-out rows after the last epoch (NaN until the first
+        # measurement; saved for --resume).
+        self.register_buffer("r_held_out", torch.full((m - 1,), nan))
         self._beta_checked = False
         self._dataset: MultimodalDataset | None = None
         if self.anomaly and o.svdd_bias_free == "network":
@@ -434,7 +440,8 @@ class OMIB(MultimodalModel):
         if not self.options.dynamic_r:
             r = torch.ones(len(self.names) - 1, device=raw.device)
         elif self.options.r_from == "held_out":
-            r = self.r_held_out.to(raw.device)
+            measured = self.r_held_out.to(raw.device)
+            r = torch.where(torch.isnan(measured), torch.ones_like(measured), measured)
         else:
             r = dynamic_weights(self._divergences(raw, trb_raw).mean(1))
         self._r_sum += r.to(self._r_sum.dtype)
@@ -465,7 +472,12 @@ class OMIB(MultimodalModel):
             total += self._divergences(raw, trb_raw).double().sum(1)
         self.train(was_training)
         d = (total / rows.numel()).float()
-        self.r_held_out.copy_(dynamic_weights(d))
+        r = dynamic_weights(d)
+        if bool(torch.isnan(self.r_held_out).any()):  # the first measurement (NaN: none yet; saved for --resume)
+            self.r_held_out.copy_(r)
+        else:
+            m = self.options.r_momentum
+            self.r_held_out.mul_(m).add_((1.0 - m) * r)
         return {f"D_{n}": float(d[i]) for i, n in enumerate(self.names)}
 
     def training_plan(self, config: TrainConfig) -> list[Phase]:
