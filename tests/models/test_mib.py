@@ -176,8 +176,8 @@ def test_bottleneck_width_is_relative_to_its_input_by_default():
     dims = {"a": 4, "b": 5, "c": 3}
     spec = DatasetSpec.simple(dims)
     c = build_model("c-mib", spec, hidden=32, z_dim=8)
-    # unimodal bottlenecks see the 32-d encodings, the fused one the 3 x 8 concatenated z_m
-    assert c.unimodal["a"].body[0].weight.shape == (32, 32) and c.bottleneck.body[0].weight.shape == (24, 24)
+    # unimodal bottlenecks see the 32-d encodings, the fused one the 3 x 8 concatenated z_m: a quarter of each
+    assert c.unimodal["a"].body[0].weight.shape == (8, 32) and c.bottleneck.body[0].weight.shape == (6, 24)
     e = build_model("e-mib", spec, hidden=32, z_dim=8, ib_ratio=0.5)
     assert e.bottleneck.body[0].weight.shape == (48, 96)
     fixed = build_model("e-mib", spec, hidden=32, z_dim=8, ib_hidden=1024)  # the reference's fixed width
