@@ -17,3 +17,16 @@ def test_unknown_model_and_option_fail_before_any_data_is_loaded(monkeypatch):
         make_config("c-mib", "sim-i", overrides=["model.nonsense=1"])
     cfg = make_config("c-mib", "sim-i", overrides=["beta=0.01"])
     assert cfg.model.name == "c-mib" and cfg.model.options["beta"] == 0.01
+
+
+def test_a_complete_config_keeps_the_users_training_options_through_train(tmp_path, tiny_msa):
+    """compare and sweep pass their planned RunConfig to train(): a model's training default
+    (MMIM's weight decay 1e-4) must not overwrite the user's weight_decay=0 there."""
+    from mmib.api import train
+    from mmib.config import RunConfig, load_config
+
+    cfg = make_config("mmim", "sim-msa", overrides=["weight_decay=0"], epochs=0, progress=False)
+    assert cfg.train.weight_decay == 0.0
+    train(config=RunConfig.from_dict(cfg.to_dict()), out=tmp_path / "run", dataset=tiny_msa)
+    assert load_config(tmp_path / "run" / "config.yaml").train.weight_decay == 0.0
+    assert make_config("mmim", "sim-msa").train.weight_decay == 1e-4

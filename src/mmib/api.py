@@ -24,7 +24,7 @@ from mmib.data.dataset import Batch, DatasetSpec, MultimodalDataset, Standardize
 from mmib.data.registry import load_dataset
 from mmib.errors import ConfigError, DataError, MMIBError, RunError
 from mmib.models.base import MultimodalModel
-from mmib.models.registry import build_model
+from mmib.models.registry import build_model, get_model
 from mmib.models.registry import model_options as model_option_values
 from mmib.train import rundir
 from mmib.train.engine import FitResult, Predictions, Trainer, seed_everything

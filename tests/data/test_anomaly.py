@@ -9,13 +9,17 @@ SMALL = {"n_samples": 2000, "shared_dim": 8, "superfluous_dim": 8, "a1_dim": 12,
 
 
 @pytest.mark.parametrize("mode", ["scale", "mismatch", "class"])
-def test_splits_hold_normals_in_train_and_the_fraction_elsewhere(mode):
+def test_splits_hold_normals_in_train_and_valid_and_the_fraction_in_test(mode):
     ds = make_sim_anomaly(mode=mode, anomaly_fraction=0.2, **SMALL)
     assert ds.task.kind == "anomaly"
-    assert int(ds.y[ds.splits["train"]].sum()) == 0
-    for split in ("valid", "test"):
-        frac = float(ds.y[ds.splits[split]].float().mean())
-        assert frac == pytest.approx(0.2, abs=0.02)
+    # one-class protocol: training and validation data are normal; only the test split has anomalies
+    assert int(ds.y[ds.splits["train"]].sum()) == 0 and int(ds.y[ds.splits["valid"]].sum()) == 0
+    assert float(ds.y[ds.splits["test"]].float().mean()) == pytest.approx(0.2, abs=0.02)
+    old = make_sim_anomaly(mode=mode, anomaly_fraction=0.2, valid_anomaly_fraction=0.1, **SMALL)  # earlier protocol
+    assert float(old.y[old.splits["valid"]].float().mean()) == pytest.approx(0.1, abs=0.02)
+    assert float(old.y[old.splits["test"]].float().mean()) == pytest.approx(0.2, abs=0.02)
+    with pytest.raises(DataError, match="valid_anomaly_fraction"):
+        make_sim_anomaly(mode=mode, valid_anomaly_fraction=1.0, **SMALL)
 
 
 def test_mismatch_breaks_only_the_shared_parts():

@@ -32,6 +32,19 @@ def test_negative_mi_estimates_count_as_zero_and_four_modalities_are_refused():
         bounds_from_information({"a": 0.0, "b": 0.0}, {("a", "b"): 0.0})
 
 
+def test_estimates_at_the_dv_cap_are_named():
+    from mmib.eval.bounds import at_cap, estimator_cap
+    from mmib.nn.mine import MIEstimate
+
+    assert estimator_cap(256) == pytest.approx(math.log(256))
+    saturated = MIEstimate(math.log(256) - 0.5, 0.01, 200, 4096, 256)
+    informative = MIEstimate(1.2, 0.01, 200, 4096, 256)
+    assert at_cap(saturated) and not at_cap(informative)
+    b = BetaBounds({"a": 5.0, "b": 1.2}, {("a", "b"): 1.0}, 0.1, 0.2,
+                   details={"H(a)": saturated, "H(b)": informative, "I(a;b)": informative})
+    assert b.at_cap == ["H(a)"]
+
+
 def test_draw_stays_in_the_interval():
     b = BetaBounds({"a": 1.0, "b": 1.0}, {("a", "b"): 0.5}, 0.1, 0.3)
     g = torch.Generator().manual_seed(0)
@@ -52,8 +65,8 @@ def test_beta_bounds_on_tiny_sim_orders_the_bounds(tiny_sim):
 
 
 def test_cli_bound_on_sim_i_prints_ml_below_mu(capsys):
-    code = main(["bound", "-d", "sim-i", "--set", "n_samples=1500", "--steps", "80", "--batch-size", "128",
-                 "--samples", "1000"])
+    code = main(["bound", "-d", "sim-i", "--set", "n_samples=2000", "--steps", "300", "--batch-size", "64",
+                 "--samples", "1500"])
     assert code == 0
     out = capsys.readouterr().out
     for name in ("H(x1)", "H(x2)", "I(x1;x2)"):
@@ -61,6 +74,10 @@ def test_cli_bound_on_sim_i_prints_ml_below_mu(capsys):
     ml = float(re.search(r"M_l = (\S+)", out).group(1))
     mu = float(re.search(r"M_u = (\S+)", out).group(1))
     assert 0 < ml < mu
+    # SIM's entropies and shared parts saturate the DV bound at log 64 = 4.159: reported, with what it means
+    assert "at cap (log 64 = 4.159)" in out
+    assert re.search(r"\| H\(x1\) +\| [0-9.]+ +\| [0-9.]+ +\| yes", out)
+    assert "reflects the estimator, not the data" in out and "beta * min(1, r) >= 1" in out
 
 
 def test_cli_bound_errors(capsys):

@@ -117,8 +117,12 @@ def test_anomaly_f1_at_top_k_with_ties() -> None:
     # k = 2: flag sample 0 and, of the tied 2 and 3, the earlier (2) -> TP1 FP1 FN1
     assert m["f1"] == pytest.approx(0.5)
     assert anomaly_metrics(np.array([0.9, 0.1, 0.5, 0.6, 0.2]), y)["f1"] == 1.0
+    assert m["normal_score"] == pytest.approx((0.1 + 0.5 + 0.2) / 3)  # the mean score of the normal samples
     none = anomaly_metrics(scores, np.zeros(5))
     assert math.isnan(none["auc"]) and math.isnan(none["f1"])
+    # normal data only: no anomaly label is needed for the one-class selection metric
+    assert none["normal_score"] == pytest.approx(float(scores.mean()))
+    assert math.isnan(anomaly_metrics(scores, np.ones(5))["normal_score"])
 
 
 def test_compute_metrics_dispatch_and_floats() -> None:
@@ -129,7 +133,7 @@ def test_compute_metrics_dispatch_and_floats() -> None:
     ml = compute_metrics(TaskSpec("multilabel", label_names=("x",)), np.array([[1.0], [-1.0]]), np.array([[1.0], [0.0]]))
     assert ml["acc_x"] == 1.0 and ml["f1"] == 1.0
     an = compute_metrics(TaskSpec("anomaly"), torch.tensor([0.1, 0.8, 0.3]), torch.tensor([0, 1, 0]))
-    assert an == {"auc": 1.0, "f1": 1.0}
+    assert an == {"auc": 1.0, "f1": 1.0, "normal_score": pytest.approx(0.2)}
     for d in (reg, b, ml, an):
         assert all(type(v) is float for v in d.values())
 
@@ -158,7 +162,7 @@ def test_metric_modes_and_monitors() -> None:
     assert default_monitor(TaskSpec("regression")) == "mae"
     assert default_monitor(TaskSpec("binary")) == default_monitor(TaskSpec("multiclass", num_classes=3)) == "accuracy"
     assert default_monitor(TaskSpec("multilabel", label_names=("a",))) == "f1"
-    assert default_monitor("anomaly") == "auc"
+    assert default_monitor("anomaly") == "normal_score" and metric_mode("normal_score") == "min"
     # every name compute_metrics emits has a direction, and every default monitor is emitted
     outputs = [
         regression_metrics(PRED, Y),

@@ -215,3 +215,65 @@ def test_local_bert_text_encoder_trains_at_lr_bert(tmp_path):
     result = train(model="mcer", dataset=ds, epochs=1, batch_size=8, progress=False,
                    model_options={**SMALL, "text_model": str(tmp_path / "bert")})
     assert math.isfinite(result.test["mae"])
+
+
+def test_s_mib_beta_is_applied_once_by_default():
+    """Eq. 29's L_avl already carries beta; eq. 33's beta must not multiply it again (beta^2 = 1e-6)."""
+    spec = DatasetSpec.simple({"text": 4, "audio": 3, "vision": 3})
+    batch = _batch({"text": 4, "audio": 3, "vision": 3})
+    base = {**SMALL, "beta": 1e-3, "tasks": ["m", "s"], "without": ["mi", "dc"]}
+    parts = {}
+    for avl_beta in ("once", "twice"):
+        for without in (["mi", "dc"], ["mi", "dc", "avl"]):
+            torch.manual_seed(0)
+            model = build_model("mcer", spec, **{**base, "without": without}, avl_beta=avl_beta)
+            model.eval()
+            obj = model.objective(batch, "main", "main")
+            parts[(avl_beta, len(without))] = (obj.total, obj.terms)
+    kl_sum = sum(parts[("once", 2)][1][f"kl_s_{m}"] for m in ("text", "audio", "vision"))
+    torch.testing.assert_close(parts[("once", 2)][1]["L_avl"], 1e-3 * kl_sum)  # eq. 29 as logged
+    # the S-MIB share of the total: beta * KL (once) against beta^2 * KL (twice)
+    torch.testing.assert_close(parts[("once", 2)][0] - parts[("once", 3)][0], 1e-3 * kl_sum)
+    torch.testing.assert_close(parts[("twice", 2)][0] - parts[("twice", 3)][0], 1e-6 * kl_sum)
+    with pytest.raises(ConfigError, match="avl_beta='thrice'"):
+        build_model("mcer", spec, **SMALL, avl_beta="thrice")
+
+
+def test_table_iii_batch_size_is_the_training_default(tmp_path):
+    from mmib.api import make_config
+
+    assert make_config("mcer", "sim-msa").train.batch_size == 32
+    assert make_config("concat", "sim-msa").train.batch_size == 64  # other models keep the engine default
+    # whatever the user sets wins: an override, a keyword, a YAML file's train section (even at 64)
+    assert make_config("mcer", "sim-msa", overrides=["batch_size=64"]).train.batch_size == 64
+    assert make_config("mcer", "sim-msa", overrides=["train.batch_size=16"]).train.batch_size == 16
+    assert make_config("mcer", "sim-msa", batch_size=8).train.batch_size == 8
+    (tmp_path / "c.yaml").write_text("train:\n  batch_size: 64\n")
+    assert make_config("mcer", "sim-msa", tmp_path / "c.yaml").train.batch_size == 64
+    (tmp_path / "d.yaml").write_text("train:\n  lr: 0.01\n")
+    assert make_config("mcer", "sim-msa", tmp_path / "d.yaml").train.batch_size == 32
+    # a RunConfig passed in with a model name keeps the options it changed from the engine defaults
+    base = make_config(data="sim-msa", batch_size=128)
+    assert make_config("mcer", config=base).train.batch_size == 128
+    # a complete RunConfig (no model name given) is not defaulted again: the user's 64 survives,
+    # as compare and sweep hand their planned configs to train()
+    chosen = make_config("mcer", "sim-msa", batch_size=64)
+    assert make_config(config=chosen).train.batch_size == 64
+
+
+def test_mi_term_reaches_a_target_only_through_its_entropy():
+    """mi_form=stopgrad (default): the likelihood part of L_MI moves the anchor (text) but not the targets,
+    so it cannot collapse them; mi_form=joint (the earlier form) moves both."""
+    spec = DatasetSpec.simple({"text": 4, "audio": 3, "vision": 3})
+    batch = _batch({"text": 4, "audio": 3, "vision": 3})
+    for form, targets_move in (("stopgrad", False), ("joint", True)):
+        torch.manual_seed(0)
+        model = build_model("mcer", spec, **SMALL, mi_form=form, tasks=["m"])
+        x, _ = model._encode(batch, steps=False)
+        l_mi, _, _ = model._mi(x, batch.y)  # first batch: the GMM memory is empty, so no entropy yet
+        grads = {m: torch.autograd.grad(l_mi, list(model.encoders.encoders[m].parameters()), allow_unused=True,
+                                        retain_graph=True) for m in spec.names}
+        moved = {m: any(g is not None and float(g.abs().sum()) > 0 for g in gs) for m, gs in grads.items()}
+        assert moved["text"] and moved["audio"] == targets_move and moved["vision"] == targets_move
+    with pytest.raises(ConfigError, match="mi_form='both'"):
+        build_model("mcer", spec, **SMALL, mi_form="both")

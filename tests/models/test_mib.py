@@ -170,3 +170,56 @@ def test_sequence_inputs_with_transformer_and_lstm_encoders(tiny_msa_seq):
                    model_options={**SMALL, "encoders": {"text": "transformer", "audio": "lstm", "vision": "conv1d"}})
     assert result.model.encoders.kinds == {"text": "transformer", "audio": "lstm", "vision": "conv1d"}
     assert torch.isfinite(torch.tensor(result.test["mae"]))
+
+
+def test_bottleneck_width_is_relative_to_its_input_by_default():
+    dims = {"a": 4, "b": 5, "c": 3}
+    spec = DatasetSpec.simple(dims)
+    c = build_model("c-mib", spec, hidden=32, z_dim=8)
+    # unimodal bottlenecks see the 32-d encodings, the fused one the 3 x 8 concatenated z_m: a quarter of each
+    assert c.unimodal["a"].body[0].weight.shape == (8, 32) and c.bottleneck.body[0].weight.shape == (6, 24)
+    e = build_model("e-mib", spec, hidden=32, z_dim=8, ib_ratio=0.5)
+    assert e.bottleneck.body[0].weight.shape == (48, 96)
+    fixed = build_model("e-mib", spec, hidden=32, z_dim=8, ib_hidden=1024)  # the reference's fixed width
+    assert fixed.bottleneck.body[0].weight.shape == (1024, 96)
+    assert isinstance(build_model("e-mib", spec, hidden=32, ib_hidden=0).bottleneck.body, torch.nn.Identity)
+    # b-mib is the same network as e-mib: the IB-vs-no-IB comparison differs in beta only
+    b = build_model("b-mib", spec, hidden=32, z_dim=8)
+    assert [p.shape for p in b.parameters()] == [p.shape for p in build_model("e-mib", spec, hidden=32, z_dim=8).parameters()]
+    with pytest.raises(ConfigError, match="ib_ratio > 0"):
+        build_model("e-mib", spec, ib_ratio=0)
+
+
+@pytest.mark.parametrize("name", ["e-mib", "c-mib"])
+def test_kl_reduction_and_the_fused_task_weight(name):
+    """``mean`` weighs the KL (nats summed over z) by beta / z_dim, as the reference's torch.mean;
+    ``fused_task_weight=2`` counts the fused task loss twice, as the reference does."""
+    dims = {"a": 4, "b": 5, "c": 3}
+    spec = DatasetSpec.simple(dims)
+    batch = _batch(dims)
+    out = {}
+    for reduction, weight in (("sum", 1.0), ("mean", 1.0), ("mean", 2.0)):
+        torch.manual_seed(0)
+        model = build_model(name, spec, beta=0.5, z_dim=4, ib_hidden=8, hidden=8, kl_reduction=reduction,
+                            fused_task_weight=weight).eval()
+        out[(reduction, weight)] = model.objective(batch, "main", "main")
+    for (reduction, weight), obj in out.items():
+        t = obj.terms
+        kl = t["kl"] + sum(t[f"kl_{m}"] for m in dims if f"kl_{m}" in t)
+        tasks = sum(t[f"task_{m}"] for m in dims if f"task_{m}" in t)
+        scale = 1.0 if reduction == "sum" else 1.0 / 4
+        torch.testing.assert_close(obj.total, weight * t["task"] + tasks + 0.5 * scale * kl)
+    # the logged KL is the same quantity (nats summed over z's dimensions) under either reduction
+    torch.testing.assert_close(out[("sum", 1.0)].terms["kl"], out[("mean", 1.0)].terms["kl"])
+    with pytest.raises(ConfigError, match="kl_reduction 'max'"):
+        build_model(name, spec, kl_reduction="max")
+
+
+def test_beta_units_are_stated_by_mmib_models_verbose(capsys):
+    from mmib.cli import main
+
+    assert main(["models", "-v"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("e-mib"):out.index("l-mib")]
+    assert "beta = 0.001  # weight of every KL term; the KL is in nats, summed over z's dimensions" in block
+    assert "kl_reduction = 'sum'" in block and "fused_task_weight = 1.0" in block

@@ -351,3 +351,95 @@ def test_with_a_local_bert_text_encoder(tmp_path):
     assert all(p.grad is not None for p in model.predictor_parameters())
     result = Trainer(model, ds, quick(batch_size=8)).fit()
     assert math.isfinite(result.history[0]["train"]["main/loss"])
+
+
+# --------------------------------------------------------------------- the BA term cannot collapse what it measures
+def _h_variance_per_epoch(ds, epochs: int, **options) -> list[dict[str, float]]:
+    """Total variance (sum over dimensions) of every h_m on the training split after each epoch."""
+    from mmib.train.engine import predict, seed_everything
+
+    seed_everything(0)
+    model = build_model("mmim", ds.spec, **options)
+    rows: list[dict[str, float]] = []
+
+    def record(epoch, row):
+        reps = predict(model, ds, "train", representations=True).representations
+        rows.append({m: float(reps[m].var(0).sum()) for m in ds.spec.names})
+
+    Trainer(model, ds, TrainConfig(epochs=epochs, batch_size=16, patience=epochs, progress=False, checkpoint=False,
+                                   weight_decay=1e-4), epoch_callback=record).fit()
+    return rows
+
+
+#: Floor on the total variance of each h_m through training on sim-msa (it starts near 0.9-1.3).
+VARIANCE_FLOOR = 0.5
+
+
+def test_ba_term_cannot_collapse_the_representations_it_measures(tiny_msa):
+    """With the default ``ba_form=stopgrad`` the total variance of every h_m stays above the floor
+    through training on sim-msa (the slow test below shows the previous form falling through it)."""
+    kept = _h_variance_per_epoch(tiny_msa, 8)
+    assert min(v for row in kept for v in row.values()) > VARIANCE_FLOOR, kept
+
+
+@pytest.mark.slow
+def test_joint_ba_form_collapses_the_targets(tiny_msa):
+    """The previous ``joint`` form, whose likelihood gradient reaches the targets, shrinks h_audio and
+    h_vision below the floor within 12 epochs (full-size sim-msa: 1.2 -> 0.03 in 14 epochs, q's
+    log-variance near -7), while the default form keeps them above it over the same epochs."""
+    collapsed = _h_variance_per_epoch(tiny_msa, 12, ba_form="joint")
+    assert min(collapsed[-1]["audio"], collapsed[-1]["vision"]) < VARIANCE_FLOOR, collapsed[-1]
+    assert collapsed[-1]["text"] > VARIANCE_FLOOR  # the anchor is not what collapses
+    kept = _h_variance_per_epoch(tiny_msa, 12)
+    assert min(v for row in kept for v in row.values()) > VARIANCE_FLOOR, kept
+
+
+def test_stopgrad_detaches_only_the_target_side_of_the_likelihood():
+    spec = DatasetSpec.simple({"text": 5, "audio": 4, "vision": 3})
+    g = torch.Generator().manual_seed(0)
+    batch = Batch({m: torch.randn(16, d, generator=g) for m, d in (("text", 5), ("audio", 4), ("vision", 3))}, {},
+                  torch.randn(16, generator=g), torch.arange(16))
+    grads = {}
+    for form in ("stopgrad", "joint"):
+        torch.manual_seed(0)
+        model = build_model("mmim", spec, **SMALL, ba_form=form, memory_batches=0, cpc=False)
+        h = model.encoders(batch)
+        t = model._targets(h)
+        lld = sum(model._lld_terms(h, t, detach_target=form == "stopgrad").values())
+        lld.backward()
+        grads[form] = {m: sum(float(p.grad.abs().sum()) for p in model.encoders.encoders[m].parameters()
+                              if p.grad is not None) for m in spec.names}
+    assert grads["stopgrad"]["text"] > 0 and grads["stopgrad"]["audio"] == 0 and grads["stopgrad"]["vision"] == 0
+    assert grads["joint"]["audio"] > 0 and grads["joint"]["vision"] > 0
+    torch.testing.assert_close(torch.tensor(grads["stopgrad"]["text"]), torch.tensor(grads["joint"]["text"]))
+
+
+def test_reference_form_predicts_the_raw_target_without_a_log_variance_term():
+    spec = DatasetSpec.simple({"text": 5, "audio": 4})
+    model = build_model("mmim", spec, **SMALL, ba_form="reference")
+    q = model.predictors["text__audio"]
+    assert q.predictor.y_dim == SMALL["hidden"] and q.likelihood == "reference"  # raw h_m, not the projection
+    assert model.entropy["audio"].dim == 2  # the projection (a quarter of 8) serves the entropy
+    x, y = torch.randn(6, SMALL["hidden"]), torch.randn(6, SMALL["hidden"])
+    mu, logvar = q.predictor(x)
+    expected = (-0.5 * (y - mu).pow(2) * torch.exp(-logvar)).sum(-1).mean()
+    torch.testing.assert_close(q.log_likelihood(x, y), expected)
+    with pytest.raises(ConfigError, match="ba_form='both'"):
+        build_model("mmim", spec, ba_form="both")
+
+
+def test_epoch_stage_schedule_and_the_reference_weight_decay(tiny_msa):
+    from mmib.api import make_config
+
+    assert make_config("mmim", "sim-msa").train.weight_decay == 1e-4  # the reference's Adam weight decay
+    assert make_config("mmim", "sim-msa", overrides=["weight_decay=0"]).train.weight_decay == 0.0
+    model = build_model("mmim", tiny_msa.spec, **SMALL, stage_schedule="epoch")
+    [phase] = model.training_plan(TrainConfig())
+    assert phase.stage_schedule == "epoch"
+    calls = []
+    original = model.objective
+    model.objective = lambda batch, ph, stage: (calls.append(stage), original(batch, ph, stage))[1]
+    Trainer(model, tiny_msa, quick(batch_size=100)).fit()  # 400 training samples: 4 batches per sweep
+    assert calls == ["lld"] * 4 + ["main"] * 4
+    with pytest.raises(ConfigError, match="stage_schedule='often'"):
+        build_model("mmim", tiny_msa.spec, stage_schedule="often")

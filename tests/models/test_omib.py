@@ -179,7 +179,8 @@ def test_svdd_separates_sim_anomaly():
     result = train(model="omib", dataset=ds, epochs=6, progress=False, patience=6,
                    model_options={"hidden": 64, "latent": 16, "vae_hidden": 64, "head_hidden": 64, "svdd_dim": 16,
                                   "warmup_epochs": 1, "dropout": 0.0})
-    assert result.monitor == "auc"
+    assert result.monitor == "normal_score"  # epochs selected without anomaly labels
+    assert int(ds.y[ds.splits["valid"]].sum()) == 0
     assert result.test["auc"] >= 0.9
     model = result.model
     assert float(model.beta_value) == pytest.approx(ANOMALY_BETA)  # the anomaly default, not the MINE bound
@@ -199,3 +200,108 @@ def test_detach_xi_controls_whether_trb_losses_reach_the_omf_block(tiny_sim):
         trb = obj.terms["trb_x1"] + obj.terms["trb_x2"]
         grads = torch.autograd.grad(trb, list(model.fuse_out.parameters()), allow_unused=True)
         assert any(g is not None and float(g.abs().sum()) > 0 for g in grads) == reaches
+
+
+def _anomaly_model(**options):
+    spec = DatasetSpec((ModalitySpec("x1", 6), ModalitySpec("x2", 5)), TaskSpec("anomaly"))
+    return build_model("omib", spec, beta=1e-4, **{**SMALL, "svdd_dim": 8, "dropout": 0.0, **options})
+
+
+def test_deep_svdd_network_is_bias_free_end_to_end():
+    """Ruff et al.: with bias terms the constant map onto the centre c is reachable (zero the fusion
+    output and let the head's last layer solve W2 u = c); without them every layer maps 0 to 0."""
+    torch.manual_seed(0)
+    model = _anomaly_model().eval()
+    assert not [n for n, _ in model.named_parameters() if "bias" in n]
+    zeros = Batch({"x1": torch.zeros(4, 6), "x2": torch.zeros(4, 5)}, {}, None, torch.arange(4))
+    with torch.no_grad():
+        xi, _, _ = model._omf_pass(model.encoders(zeros))
+        assert float(xi.abs().max()) == 0.0 and float(model.omf_head(xi).abs().max()) == 0.0
+    # the collapse of the issue: zero the fusion output weight; xi is then 0 for every input, so the
+    # embedding is 0, not the centre (whose coordinates are nudged to |c_k| >= 0.1): scores stay > 0
+    model.center_omf.fill_(0.1)
+    with torch.no_grad():
+        model.fuse_out.weight.zero_()
+    x = Batch({"x1": torch.randn(16, 6), "x2": torch.randn(16, 5)}, {}, None, torch.arange(16))
+    with torch.no_grad():
+        assert float(model(x).prediction.min()) >= 8 * 0.1**2 - 1e-9
+    # with biases left in (the earlier variant) the same construction reaches the centre exactly
+    torch.manual_seed(0)
+    old = _anomaly_model(svdd_bias_free="head").eval()
+    with torch.no_grad():
+        old.fuse_out.weight.zero_()
+        constant = old.omf_head(old.fuse_out.bias.unsqueeze(0))[0]
+        old.center_omf.copy_(constant)
+    with torch.no_grad():
+        assert float(old(x).prediction.max()) <= 1e-10
+    # sequence encoders lose their biases too; a pretrained text model is refused
+    seq = DatasetSpec((ModalitySpec("x1", 3, sequence=True, max_len=4), ModalitySpec("x2", 5)), TaskSpec("anomaly"))
+    lstm = build_model("omib", seq, beta=1e-4, **SMALL)
+    assert not [n for n, _ in lstm.named_parameters() if "bias" in n]
+    with pytest.raises(ConfigError, match="svdd_bias_free"):
+        _anomaly_model(svdd_bias_free="all")
+
+
+def test_trb_weight_scales_the_main_phase_branch_losses(tiny_sim):
+    batch = batch_of(tiny_sim, 32)
+    out = {}
+    for w in (1.0, 0.3, 0.0):
+        torch.manual_seed(0)
+        model = build_model("omib", tiny_sim.spec, beta=0.01, trb_weight=w, dynamic_r=False, **SMALL).eval()
+        out[w] = model.objective(batch, "main", "main")
+    for w, obj in out.items():
+        t = obj.terms
+        expected = t["omf_task"] + w * (t["trb_x1"] + t["trb_x2"]) + 0.01 * (t["kl_x1"] + t["kl_x2"])
+        torch.testing.assert_close(obj.total, expected)
+    with pytest.raises(ConfigError, match="trb_weight"):
+        build_model("omib", tiny_sim.spec, beta=0.01, trb_weight=-1.0, **SMALL)
+
+
+def test_std_offset_reaches_the_vaes(tiny_sim):
+    model = build_model("omib", tiny_sim.spec, beta=0.01, std_offset=0.0, **SMALL)
+    assert all(v.std_offset == 0.0 for v in model.vaes.values())
+    assert build_model("omib", tiny_sim.spec, beta=0.01, **SMALL).vaes["x1"].std_offset == 5.0
+
+
+def test_r_from_held_out_rows_that_no_loss_trains_on(tiny_sim):
+    torch.manual_seed(0)
+    model = build_model("omib", tiny_sim.spec, beta=0.01, r_from="held_out", r_holdout=0.2, warmup_epochs=1, **SMALL)
+    train_rows = tiny_sim.splits["train"]
+    held = model.held_out(train_rows)
+    assert 0.1 < float(held.float().mean()) < 0.3  # about r_holdout of the rows, the same ones every call
+    assert torch.equal(held, model.held_out(train_rows))
+    # record which rows reach the encoders in training mode (evaluation and the r measurement run in eval mode)
+    used: list[torch.Tensor] = []
+    hook = model.encoders.register_forward_hook(lambda mod, args, out: used.append(args[0].index) if mod.training else None)
+    result = Trainer(model, tiny_sim, TrainConfig(epochs=2, batch_size=32, progress=False, patience=5)).fit()
+    hook.remove()
+    trained = torch.cat(used)
+    assert not bool(model.held_out(trained).any())  # no loss saw a held-out row
+    logged = [h["model"] for h in result.history if h["phase"] == "main"]
+    assert all({"D_x1", "D_x2", "r_x2"} <= set(m) for m in logged)
+    # the r used in an epoch is the one measured on the held-out rows after the previous epoch
+    d = torch.tensor([logged[0]["D_x1"], logged[0]["D_x2"]])
+    assert logged[1]["r_x2"] == pytest.approx(float(dynamic_weights(d)[0]), rel=1e-4)
+    best = next(h["model"] for h in result.history if h["epoch"] == result.best_epoch)  # restored with its weights
+    d_best = torch.tensor([best["D_x1"], best["D_x2"]])
+    assert float(model.r_held_out[0]) == pytest.approx(float(dynamic_weights(d_best)[0]), rel=1e-4)
+    assert "r_held_out" in model.state_dict()  # restored by --resume
+    with pytest.raises(ConfigError, match="r_from 'valid'"):
+        build_model("omib", tiny_sim.spec, beta=0.01, r_from="valid", **SMALL)
+
+
+def test_r_momentum_averages_successive_held_out_measurements(tiny_sim):
+    model = build_model("omib", tiny_sim.spec, beta=0.01, r_from="held_out", r_momentum=0.75, **SMALL)
+    assert bool(torch.isnan(model.r_held_out).all())  # nothing measured yet: the batches use r = 1
+    model._dataset = tiny_sim
+    d1 = model.measure_held_out_r()
+    first = dynamic_weights(torch.tensor([d1["D_x1"], d1["D_x2"]]))
+    torch.testing.assert_close(model.r_held_out, first)  # the first measurement is taken as it is
+    with torch.no_grad():
+        for p in model.trb_heads.parameters():
+            p.mul_(1.5)  # move the branches so that the next measurement differs
+    d2 = model.measure_held_out_r()
+    second = dynamic_weights(torch.tensor([d2["D_x1"], d2["D_x2"]]))
+    torch.testing.assert_close(model.r_held_out, 0.75 * first + 0.25 * second)
+    with pytest.raises(ConfigError, match="r_momentum"):
+        build_model("omib", tiny_sim.spec, beta=0.01, r_momentum=1.0, **SMALL)

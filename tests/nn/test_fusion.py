@@ -91,11 +91,44 @@ def test_lmf_equals_tensor_fusion_with_rank_r_weight():
 
 def test_graph_fusion_nodes_and_weights():
     f = GraphFusion([4] * 4)
-    # 6 pairs; trimodal nodes join two pairs sharing exactly one modality: 4 * C(3, 2) = 12
-    assert len(f.pairs) == 6 and len(f.triples) == 12
+    # 6 pairs; trimodal nodes join two pairs sharing exactly one modality: 4 * C(3, 2) = 12,
+    # and each pair with each of the 2 modalities outside it: 12 more
+    assert len(f.pairs) == 6 and len(f.triples) == 12 and len(f.pair_modality) == 12
     assert all(len(set(f.pairs[p]) & set(f.pairs[q])) == 1 for p, q in f.triples)
+    assert all(m not in f.pairs[p] for p, m in f.pair_modality)
     names = {n for n, _ in f.named_parameters()}
-    assert {"attention.weight", "graph.weight"} <= names
+    assert {"attention.weight", "bimodal_net.0.weight", "trimodal_net.0.weight"} <= names
+
+
+def test_graph_fusion_matches_the_reference_structure_for_three_modalities():
+    """Separate 2d -> 64 -> d networks for bimodal and trimodal nodes, 3 + 3 = 6 trimodal nodes
+    (bimodal x bimodal, bimodal x the third modality), and the tanh output network 3d -> 50 -> 50 -> 50."""
+    torch.manual_seed(0)
+    f = GraphFusion([50] * 3, hidden=50, out_dim=50)
+    assert len(f.triples) + len(f.pair_modality) == 6
+    assert f.pair_modality == [(0, 2), (1, 1), (2, 0)]  # (a, v) with l, (a, l) with v, (v, l) with a
+    assert f.bimodal_net[0].weight.shape == (64, 100) and f.bimodal_net[2].weight.shape == (50, 64)
+    assert f.trimodal_net is not None and f.trimodal_net[0].weight.data_ptr() != f.bimodal_net[0].weight.data_ptr()
+    assert [m.weight.shape for m in f.post if isinstance(m, torch.nn.Linear)] == [(50, 150), (50, 50), (50, 50)]
+    xs = _inputs(3, d=50)
+    out = f(xs)
+    assert out.shape == (5, 50) and out.abs().max() < 1  # the tanh output layer
+    raw = GraphFusion([50] * 3)  # hidden=0: the fused vector itself
+    assert raw(xs).shape == (5, 150) and raw.post is None
+    # two modalities have no trimodal nodes and no trimodal network
+    two = GraphFusion([4, 4])
+    assert two.trimodal_net is None and two(_inputs(2)).shape == (5, 8)
+
+
+def test_tensor_fusion_post_fusion_network_has_the_reference_sizes():
+    f = TensorFusion([50] * 3, hidden=50, out_dim=50, dropout=0.5)
+    assert f.size == 51 ** 3 == 132_651
+    linears = [m for m in f.post if isinstance(m, torch.nn.Linear)]
+    assert [m.weight.shape for m in linears] == [(50, 132_651), (50, 50), (50, 50)]
+    f.eval()
+    xs = _inputs(3, d=50, b=2)
+    torch.testing.assert_close(f(xs), f.post(f.product(xs)))
+    assert f.out_dim == 50 and TensorFusion([3, 3]).out_dim == 16  # hidden=0: the product itself
 
 
 def test_poe_is_precision_weighted_mean_with_prior_expert():

@@ -117,5 +117,18 @@ def test_models_verbose_shows_the_defaults_a_model_gets_on_a_dataset(preset_dir,
     assert f"ib_hidden = 64    (preset; built-in default {builtin!r})" in out
     assert "encoders = {'audio': 'mlp'}    (preset; built-in default {})" in out
     assert "lr=0.0002" in out and "optimizer='adamw'" in out and "default.yaml#*" in out
-    assert main(["models", "-v", "--models", "c-mib"]) == 0
-    assert f"ib_hidden = {builtin!r}\n" in capsys.readouterr().out
+    assert main(["models", "-v", "--models", "c-mib"]) == 0  # without a dataset: the entries for every dataset
+    out = capsys.readouterr().out
+    assert f"ib_hidden = 64    (preset; built-in default {builtin!r})" in out
+    assert "encoders = {}" in out and "optimizer='adamw'" in out and "lr=" not in out
+
+
+def test_a_resolved_config_keeps_a_user_value_equal_to_the_builtin_default(preset_dir):
+    """compare and sweep hand their planned RunConfig to train(): weight_decay=0 set by the user (the
+    built-in default) must not be refilled with the preset's 0.01 there."""
+    cfg = make_config("c-mib", "sim-msa", overrides=["weight_decay=0"])
+    assert cfg.train.weight_decay == 0.0 and "train.weight_decay" not in cfg.preset.applied
+    again = make_config(config=RunConfig.from_dict(yaml.safe_load(dump_config(cfg))))
+    assert again.train.weight_decay == 0.0 and again == cfg
+    overridden = make_config(config=cfg, overrides=["lr=0.5"])  # a later override still wins over the preset
+    assert overridden.train.lr == 0.5 and "train.lr" not in overridden.preset.applied

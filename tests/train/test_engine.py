@@ -129,6 +129,52 @@ def test_phases_and_stages_only_move_their_own_parameters():
     assert all(p.requires_grad for p in model.parameters())  # flags restored
 
 
+class EpochScheduledModel(StagedModel):
+    """StagedModel's two main stages, swept one whole epoch each (``stage_schedule="epoch"``)."""
+
+    def objective(self, batch, phase, stage):
+        # within a sweep, the other stage's parameters must not move at all
+        other = self.encoder if stage == "head" else self.head
+        if self.calls and self.calls[-1][1] == stage:
+            self._check(stage, other)
+        else:
+            self._snap[stage] = [p.detach().clone() for p in other.parameters()]
+        self.calls.append((phase, stage))
+        loss = task_loss(self.task, self.forward(batch).prediction, batch.y)
+        return Objective(loss, {"task": loss})
+
+    def training_plan(self, config):
+        enc = self.param_groups(self.encoder.parameters(), config)
+        head = self.param_groups(self.head.parameters(), config)
+        return [Phase("main", [Stage("head", head), Stage("enc", enc)], stage_schedule="epoch")]
+
+
+def test_epoch_stage_schedule_sweeps_each_stage_over_the_split():
+    ds = _regression_data()  # 40 training samples: 3 batches of 16
+    model = EpochScheduledModel(ds.spec)
+    cfg = TrainConfig(epochs=2, patience=5, progress=False, batch_size=16, lr=0.05)
+    result = Trainer(model, ds, cfg).fit()
+    main = [c[1] for c in model.calls]
+    # per epoch: the head stage over all 3 batches, then the encoder stage over all 3
+    assert main == ["head"] * 3 + ["enc"] * 3 + ["head"] * 3 + ["enc"] * 3
+    assert model.violations == 0  # each stage still moves only its own parameters
+    assert len(result.history) == 2 and {"head/task", "enc/task"} <= set(result.history[-1]["train"])
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_epoch_stage_schedule_logs_per_sample_means_and_rejects_unknown_schedules():
+    from mmib.errors import ConfigError
+
+    ds = _regression_data()
+    model = EpochScheduledModel(ds.spec)
+    cfg = TrainConfig(epochs=1, patience=5, progress=False, batch_size=16, lr=0.0)
+    row = Trainer(model, ds, cfg).fit().history[0]["train"]
+    # lr 0: both sweeps see the same network, so their per-sample mean losses agree exactly
+    assert row["head/task"] == pytest.approx(row["enc/task"], rel=1e-6)
+    with pytest.raises(ConfigError, match="stage_schedule 'sample'"):
+        Phase("main", [], stage_schedule="sample")
+
+
 def test_warmup_phase_leaves_other_parameters_untouched():
     ds = _regression_data()
     model = StagedModel(ds.spec)

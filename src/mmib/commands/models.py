@@ -71,30 +71,36 @@ def _params(args: argparse.Namespace) -> int:
 
 
 def _print_defaults(entry: object, width: int, data: str | None) -> None:
-    """Each option's default; with a dataset, the values its presets fill (and their training options)."""
+    """Each option's default (with its units where the model states them); the values presets fill,
+    for every dataset or, with ``data``, on that dataset, and the training options they set."""
     import dataclasses
 
+    from mmib import presets
     from mmib.models.registry import model_options
 
     name = entry.name  # type: ignore[attr-defined]
-    options = model_options(name, {})
-    applied: dict[str, object] = {}
-    sources: list[str] = []
     if data:
         from mmib.api import make_config
 
         cfg = make_config(name, data)
         applied, sources = cfg.preset.applied, cfg.preset.sources
-        options = model_options(name, cfg.model.options)
+    else:  # the entries for every dataset ("*")
+        found = presets.lookup(name, presets.ANY_DATASET)
+        applied, sources = found.values, found.sources
+    own = {f.name for f in dataclasses.fields(entry.cls.Options)}  # type: ignore[attr-defined]
+    model_values = {k[len("model."):]: v for k, v in applied.items()
+                    if k.startswith("model.") and k.split(".")[1] in own}
+    options = model_options(name, presets.unflatten(model_values))
     builtin = model_options(name, {})
     pad = " " * width
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
-        if any(k == f"model.{f.name}" or k.startswith(f"model.{f.name}.") for k in applied):
-            print(f"{pad}    {f.name} = {value!r}    (preset; built-in default {getattr(builtin, f.name)!r})")
-        else:
-            print(f"{pad}    {f.name} = {value!r}")
-    if data:
-        train = ", ".join(f"{k[len('train.'):]}={v!r}" for k, v in applied.items() if k.startswith("train."))
-        print(f"{pad}    training options from presets on {data}: {train or 'none'}"
-              f"  [presets: {'; '.join(sources) if sources else 'none match'}]")
+        note = f.metadata.get("help")  # an option's units or meaning, where its model states them
+        line = f"{pad}    {f.name} = {value!r}"
+        if any(k == f.name or k.startswith(f"{f.name}.") for k in model_values):
+            line += f"    (preset; built-in default {getattr(builtin, f.name)!r})"
+        print(line + (f"  # {note}" if note else ""))
+    train = ", ".join(f"{k[len('train.'):]}={v!r}" for k, v in applied.items() if k.startswith("train."))
+    where = f"on {data}" if data else "on every dataset"
+    print(f"{pad}    training options from presets {where}: {train or 'none'}"
+          f"  [presets: {'; '.join(sources) if sources else 'none match'}]")

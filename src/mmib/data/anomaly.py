@@ -18,10 +18,14 @@ Anomalies come from another distribution, chosen by ``mode``:
   has little to go on here (the classes differ along one direction of an
   800-dimensional space), so expect AUCs near chance; it is kept as the hard case.
 
-The training split holds normal samples only (one-class training); the
-validation and test splits hold ``anomaly_fraction`` anomalies each (the
-validation anomalies let the trainer monitor ``auc``). ``y`` is 1 for an
-anomaly and 0 for a normal sample; the task kind is ``anomaly``.
+The training split holds normal samples only (one-class training), and so does
+the validation split by default (``valid_anomaly_fraction=0``): a one-class user
+has held-out normal data but no labelled anomalies, so epochs are selected by the
+one-class loss on normal validation data (the ``normal_score`` monitor, the
+default for anomaly tasks). The test split holds ``anomaly_fraction`` anomalies.
+``valid_anomaly_fraction=0.1`` with ``--set monitor=auc`` is the earlier protocol,
+whose model selection saw labelled anomalies. ``y`` is 1 for an anomaly and 0 for
+a normal sample; the task kind is ``anomaly``.
 
 Oracle (``meta["oracle"]``, an anomaly score per row, higher = more anomalous;
 AUC and the top-k F1 depend only on its order, so any increasing function of the
@@ -61,12 +65,14 @@ def make_sim_anomaly(
     a2_dim: int | None = None,
     shared_dim: int = SIM_SHARED_DIM,
     superfluous_dim: int = SIM_SUPERFLUOUS_DIM,
+    valid_anomaly_fraction: float = 0.0,
 ) -> MultimodalDataset:
     """Build ``sim-anomaly`` (see the module docstring).
 
     ``n_samples`` SIM samples are drawn (in ``"class"`` mode the class-1 samples
     not used as anomalies are dropped, so the set is smaller). ``anomaly_fraction``
-    is the share of anomalies in the validation and test splits.
+    is the share of anomalies in the test split, ``valid_anomaly_fraction`` (default
+    0: normal data only) in the validation split.
     """
     if mode not in ANOMALY_MODES:
         raise DataError(f"unknown sim-anomaly mode {mode!r}; expected one of {', '.join(ANOMALY_MODES)}")
@@ -74,6 +80,9 @@ def make_sim_anomaly(
         raise DataError(f"anomaly_scale must be > 0, got {anomaly_scale}")
     if not 0.0 < anomaly_fraction < 1.0:
         raise DataError(f"anomaly_fraction must lie in (0, 1), got {anomaly_fraction}")
+    if not 0.0 <= valid_anomaly_fraction < 1.0:
+        raise DataError(f"valid_anomaly_fraction must lie in [0, 1), got {valid_anomaly_fraction}")
+    fractions = {"valid": float(valid_anomaly_fraction), "test": float(anomaly_fraction)}
     base = make_sim(variant, n_samples, seed, test_fraction, valid_fraction, a1_dim, a2_dim, shared_dim, superfluous_dim)
     g = torch.Generator().manual_seed(int(seed) + 7919)
     x1, x2 = base.features["x1"], base.features["x2"]
@@ -83,8 +92,8 @@ def make_sim_anomaly(
         y = torch.zeros(len(base), dtype=torch.long)
         for split in ("valid", "test"):
             idx = base.splits[split]
-            k = int(round(anomaly_fraction * idx.numel()))
-            if idx.numel() and k == 0:
+            k = int(round(fractions[split] * idx.numel()))
+            if idx.numel() and k == 0 and fractions[split] > 0:
                 k = 1
             chosen = idx[torch.randperm(idx.numel(), generator=g)[:k]]
             y[chosen] = 1
@@ -106,9 +115,10 @@ def make_sim_anomaly(
             rows = [normal]
             if split != "train":
                 pool = idx[cls[idx] == 1]
-                k = int(round(anomaly_fraction / (1.0 - anomaly_fraction) * normal.numel()))
+                frac = fractions[split]
+                k = int(round(frac / (1.0 - frac) * normal.numel()))
                 if k > pool.numel():
-                    raise DataError(f"sim-anomaly: not enough class-1 samples for anomaly_fraction={anomaly_fraction}")
+                    raise DataError(f"sim-anomaly: not enough class-1 samples for an anomaly fraction of {frac}")
                 rows.append(pool[torch.randperm(pool.numel(), generator=g)[:k]])
             chosen = torch.cat(rows)
             keep_chunks.append(chosen)
@@ -134,8 +144,8 @@ def make_sim_anomaly(
         ground_truth=GroundTruth(slices=base.ground_truth.slices,
                                  relevant=("a0", "b0") if mode == "mismatch" else ("a0", "a1", "a2")),
         meta={"generator": "make_sim_anomaly", "mode": mode, "variant": variant, "seed": seed,
-              "anomaly_fraction": anomaly_fraction, "anomaly_scale": anomaly_scale,
-              "oracle": oracle, "oracle_note": note},
+              "anomaly_fraction": anomaly_fraction, "valid_anomaly_fraction": valid_anomaly_fraction,
+              "anomaly_scale": anomaly_scale, "oracle": oracle, "oracle_note": note},
     )
 
 

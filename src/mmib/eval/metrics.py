@@ -9,7 +9,8 @@ Python floats. Undefined values are ``float("nan")``, never an exception:
 * per-label ``wacc_<name>`` is NaN when a label has no positive or no negative
   sample, ``auc_<name>`` (and anomaly ``auc``) NaN when only one class occurs;
   the means ``wacc``/``auc`` over labels skip NaN (NaN only if all are).
-* anomaly ``f1`` is NaN when there are no anomalies.
+* anomaly ``f1`` is NaN when there are no anomalies, ``normal_score`` when there
+  are no normal samples.
 
 Rounding for ``acc7``/``acc5`` is ``numpy.round`` (halves to even), as in the
 MMSA and MulT evaluation code.
@@ -46,12 +47,16 @@ METRIC_MODES: dict[str, str] = {
     "f1": "max",
     "wacc": "max",
     "auc": "max",
+    "normal_score": "min",
 }
 
 #: Prefixes of per-label multilabel metrics (``acc_happy``, ``f1_sad``, ...); all "max".
 PER_LABEL_PREFIXES: tuple[str, ...] = ("acc_", "f1_", "wacc_", "auc_")
 
-_MONITORS = {"regression": "mae", "binary": "accuracy", "multiclass": "accuracy", "multilabel": "f1", "anomaly": "auc"}
+#: Anomaly detection selects epochs without anomaly labels: by the mean score of the normal samples
+#: (on normal validation data, the one-class loss); ``--set monitor=auc`` uses labelled anomalies.
+_MONITORS = {"regression": "mae", "binary": "accuracy", "multiclass": "accuracy", "multilabel": "f1",
+             "anomaly": "normal_score"}
 
 
 def default_monitor(task: TaskSpec | str) -> str:
@@ -238,8 +243,11 @@ def multilabel_metrics(logits: Any, y: Any, label_names: Sequence[str]) -> dict[
 
 
 def anomaly_metrics(scores: Any, y: Any) -> dict[str, float]:
-    """``auc`` of the scores (higher = more anomalous) and ``f1`` when the k
-    highest-scoring samples are flagged, k = number of true anomalies.
+    """``auc`` of the scores (higher = more anomalous), ``f1`` when the k
+    highest-scoring samples are flagged, k = number of true anomalies, and
+    ``normal_score``, the mean score of the normal samples (NaN without any): on a
+    validation split of normal data only it needs no anomaly label, and for a
+    one-class model (Deep SVDD) it is the one-class loss on held-out normal data.
 
     Ties at the threshold are broken by sample order: a stable sort on the
     negated score flags the earlier of two equal-scoring samples first.
@@ -250,11 +258,12 @@ def anomaly_metrics(scores: Any, y: Any) -> dict[str, float]:
     truth = t > 0.5
     k = int(truth.sum())
     auc = float(roc_auc_score(truth, s)) if 0 < k < truth.size else float("nan")
+    normal = float(s[~truth].mean()) if k < truth.size else float("nan")
     if k == 0:
-        return {"auc": auc, "f1": float("nan")}
+        return {"auc": auc, "f1": float("nan"), "normal_score": normal}
     flagged = np.zeros_like(truth)
     flagged[np.argsort(-s, kind="stable")[:k]] = True
-    return {"auc": auc, "f1": float(f1_score(truth, flagged, zero_division=0))}
+    return {"auc": auc, "f1": float(f1_score(truth, flagged, zero_division=0)), "normal_score": normal}
 
 
 def compute_metrics(task: TaskSpec, prediction: Any, y: Any) -> dict[str, float]:

@@ -79,6 +79,10 @@ class Stage:
             yield from g.params
 
 
+#: How a phase with several stages interleaves them (:attr:`Phase.stage_schedule`).
+STAGE_SCHEDULES = ("batch", "epoch")
+
+
 @dataclass
 class Phase:
     """A run of epochs with the same stages.
@@ -86,12 +90,27 @@ class Phase:
     ``epochs=None`` makes the phase open-ended: it runs ``TrainConfig.epochs``
     epochs with early stopping. Fixed-length phases (a warm-up) run exactly
     ``epochs`` and never select the best checkpoint unless ``select_best``.
+
+    ``stage_schedule`` says how several stages share an epoch: ``"batch"`` (default)
+    runs every stage on each batch in turn; ``"epoch"`` lets each stage sweep the
+    whole training split (its own shuffle) before the next one starts, as MMIM's
+    reference code alternates its two stages. Either way one epoch is one pass of
+    every stage, followed by one validation.
     """
 
     name: str
     stages: list[Stage]
     epochs: int | None = None
     select_best: bool | None = None
+    stage_schedule: str = "batch"
+
+    def __post_init__(self) -> None:
+        if self.stage_schedule not in STAGE_SCHEDULES:
+            from mmib.errors import ConfigError
+
+            raise ConfigError(
+                f"phase {self.name!r}: stage_schedule {self.stage_schedule!r} is not one of {', '.join(STAGE_SCHEDULES)}"
+            )
 
     @property
     def selects_best(self) -> bool:

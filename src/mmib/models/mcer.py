@@ -29,9 +29,14 @@ are zero in epochs 1 and 2.
 
 Loss (eq. 33): ``L_task + alpha L_m + beta L_avl + gamma L_dc + eta L_MI`` with
 ``L_task = L_m-task + W_c L_c-task + W_s L_s-task`` (L1 losses), ``L_m =
-beta_IB KL(z_m)`` and ``L_avl = beta_IB sum_s KL(z^s)`` (eqs. 26, 29; the paper
-writes the bottleneck's ``beta`` inside both and the weight ``beta`` of eq. 33 uses
-the same symbol, so ``ib_beta`` defaults to ``beta``), ``L_dc`` the modality
+beta_IB KL(z_m)`` and ``L_avl = beta_IB sum_s KL(z^s)`` (eqs. 26, 29; ``ib_beta``
+defaults to ``beta``). The paper writes ``beta`` inside eq. 29 and again as the weight
+of ``L_avl`` in eq. 33, the same symbol for the same trade-off (eq. 27): read literally,
+S-MIB's KL would weigh ``beta^2`` (1e-6 with Table III's MOSI beta 1e-3, 1000 times
+weaker than M-MIB's ``alpha beta`` = 1.9e-3, so S-MIB would do nothing). Here beta is
+applied once (``avl_beta=once``, default): the S-MIB term of the total is
+``beta_IB sum_s KL(z^s)``; ``avl_beta=twice`` keeps the literal ``beta * L_avl``. The
+logged ``L_avl`` is eq. 29's value either way. ``L_dc`` the modality
 discriminator loss of the gated transformers (eqs. 21-22, averaged over pairs and
 layers; eq. 22's constant ``lambda K / 2`` is folded into ``gamma``) and ``L_MI =
 -sum_pairs (E log q(X_y | X_x) + H(X_y))`` the Barber-Agakov bound of MMIM between
@@ -40,14 +45,18 @@ paired with every other). The BA predictors ``q`` learn in the same step by
 maximising their likelihood on detached inputs (term ``mi_q``), while ``L_MI``
 reaches the encoders through a frozen copy of ``q`` (``torch.func.functional_call``
 with detached parameters): MMIM's two stages in one backward pass, without a second
-encoder pass.
+encoder pass. As in :mod:`mmib.models.mmim` (``ba_form``), the target of each pair is
+detached inside that likelihood (``mi_form=stopgrad``, default), so the only MI
+gradient a target representation gets is its entropy's and the term cannot collapse
+it; ``mi_form=joint`` lets the likelihood's gradient reach the target too (the
+earlier behaviour).
 
 Defaults follow Table III (CMU-MOSI): alpha 1.9, beta 1e-3, gamma 0.05, eta 0.1;
 learning rates 9e-4 for the audio encoder, 6e-3 for the vision encoder, 7e-4 for
 everything else and 4.5e-5 for a BERT-type text model (``lr_modality``,
 ``lr_other``, ``lr_bert``; ``lr_other=none`` uses the run's ``lr``). The paper's
-batch size 32 is a training option: ``--set batch_size=32``. Widths the paper does
-not give are ours (see ``Options``).
+batch size 32 is this model's preset (``mmib/presets/mcer.yaml``; a run's own
+``--set batch_size=...`` wins). Widths the paper does not give are ours (see ``Options``).
 
 Ablations (the analogues of Tables IV and V): ``without=m,avl,dc,mi`` drops the
 named terms of eq. 33; ``tasks=m,s`` trains without the cross-modal task;
@@ -99,6 +108,7 @@ if TYPE_CHECKING:
 TASKS = ("m", "s", "c")
 LOSS_TERMS = ("m", "avl", "dc", "mi")
 CROSS_INPUTS = ("shared", "input")
+AVL_BETA = ("once", "twice")
 LABEL_LOG = "generated_labels.jsonl"
 
 
@@ -124,14 +134,17 @@ class MCER(MultimodalModel):
         ``cross_dim`` (d of the gated transformers), ``cross_layers`` (L), ``attn_heads``,
         ``cross_hidden`` (h_c), ``cross_readout`` (first = the head step, or mean).
         Loss weights (eq. 33): ``alpha``, ``beta``, ``gamma``, ``eta``; ``ib_beta`` (the MIB beta
-        inside L_m and L_avl; None = beta); ``disc_group`` (eq. 21's group size k).
+        inside L_m and L_avl; None = beta); ``avl_beta`` (``once``: S-MIB's KL weighs ``ib_beta``;
+        ``twice``: eq. 33's beta multiplies L_avl again, ``beta * ib_beta``); ``disc_group`` (eq. 21's
+        group size k).
         Ablations: ``tasks`` (subset of m, s, c; m required), ``cross_tasks`` (modalities whose
         dominated cross-modal head is used; None = all), ``without`` (terms of eq. 33 to drop:
         m, avl, dc, mi). Labels: ``label_bound`` (clip; None = max |y| of the training split),
         ``log_labels`` (training samples whose generated labels are written per epoch).
         MI: ``mi_anchor`` (None = text if present, else the first modality), ``mi_pairs``
         (anchor or all), ``mi_project`` (target width fraction of MMIM's tanh projection; None =
-        none), ``mi_memory`` (GMM memory batches), ``mi_cov_eps``.
+        none), ``mi_memory`` (GMM memory batches), ``mi_cov_eps``, ``mi_form`` (stopgrad: the
+        target is detached inside the likelihood; joint: not).
         Learning rates: ``lr_other``, ``lr_modality`` (per modality's shared encoder; names not in
         the data are ignored), ``lr_bert`` (pretrained text model; None = the run's text_lr),
         ``lr_mi`` (BA predictors; None = lr_other)."""
@@ -155,6 +168,7 @@ class MCER(MultimodalModel):
         gamma: float = 0.05
         eta: float = 0.1
         ib_beta: float | None = None
+        avl_beta: str = "once"
         disc_group: int = 1
         tasks: list[str] = field(default_factory=lambda: list(TASKS))
         cross_tasks: list[str] | None = None
@@ -166,6 +180,7 @@ class MCER(MultimodalModel):
         mi_project: float | None = 0.25
         mi_memory: int = 1
         mi_cov_eps: float = 1e-4
+        mi_form: str = "stopgrad"
         lr_other: float | None = 7e-4
         lr_modality: dict[str, float] = field(default_factory=lambda: {"audio": 9e-4, "vision": 6e-3})
         lr_bert: float | None = 4.5e-5
@@ -292,6 +307,8 @@ class MCER(MultimodalModel):
             raise ConfigError(f"mcer option cross_readout={o.cross_readout!r}: choose one of {', '.join(READOUTS)}")
         if o.cross_input not in CROSS_INPUTS:
             raise ConfigError(f"mcer option cross_input={o.cross_input!r}: choose one of {', '.join(CROSS_INPUTS)}")
+        if o.mi_form not in ("stopgrad", "joint"):
+            raise ConfigError(f"mcer option mi_form={o.mi_form!r}: choose stopgrad or joint")
         if o.mi_pairs not in ("anchor", "all"):
             raise ConfigError(f"mcer option mi_pairs={o.mi_pairs!r}: choose anchor or all")
         if o.mi_anchor is not None and o.mi_anchor not in spec.names:
@@ -303,6 +320,8 @@ class MCER(MultimodalModel):
                 raise ConfigError(f"mcer option {name} must be >= 0, got {getattr(o, name)}")
         if o.ib_beta is not None and o.ib_beta < 0:
             raise ConfigError(f"mcer option ib_beta must be >= 0, got {o.ib_beta}")
+        if o.avl_beta not in AVL_BETA:
+            raise ConfigError(f"mcer option avl_beta={o.avl_beta!r}: choose one of {', '.join(AVL_BETA)}")
         if o.disc_group < 1:
             raise ConfigError(f"mcer option disc_group must be >= 1, got {o.disc_group}")
         if o.log_labels < 0:
@@ -409,7 +428,8 @@ class MCER(MultimodalModel):
             terms["L_avl"] = self.ib_beta * torch.stack(kl_s).sum()
             total = total + terms["task_s"]
             if "avl" not in self.dropped:
-                total = total + o.beta * terms["L_avl"]
+                # eq. 29's L_avl already carries beta; "twice" is eq. 33 read literally (beta * L_avl)
+                total = total + (o.beta * terms["L_avl"] if o.avl_beta == "twice" else terms["L_avl"])
 
         if self.use_c:
             cross, gated_out = self._cross(batch, x, seq)
@@ -460,7 +480,8 @@ class MCER(MultimodalModel):
             ba = self.mi[_pair_key(a, b)]
             lld_q.append(ba.log_likelihood(x[a].detach(), t[b].detach()))
             frozen = {k: v.detach() for k, v in ba.named_parameters()}
-            lld_rep.append(functional_call(ba, frozen, (x[a], t[b])).log_likelihood)
+            target = t[b].detach() if self.options.mi_form == "stopgrad" else t[b]
+            lld_rep.append(functional_call(ba, frozen, (x[a], target)).log_likelihood)
         lld = torch.stack(lld_rep).sum()
         ent = sum((entropy[b] for _, b in self.mi_pairs if b in entropy), lld.new_zeros(()))
         q = -torch.stack(lld_q).sum()

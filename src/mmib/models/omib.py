@@ -37,8 +37,25 @@ Design choices the paper leaves open:
   ``z_i``). Algorithm 2 can also be read as letting ``L_TRB`` reach ``xi``
   (``detach_xi=false``); on SIM-I that changed test accuracy by +0.004 and
   +0.012 on two seeds (within seed noise; docs/results/omib.md).
-* Anomaly detection follows Deep SVDD (Ruff et al., 2018; paper App. H): heads
-  without bias terms output ``svdd_dim``-d embeddings, each head's centre is the
+* ``trb_weight`` (default 1, the paper) weighs the main phase's sum of ``L_TRB``;
+  ``r_from=held_out`` measures ``D_i`` (hence ``r``) after every epoch on a fixed
+  ``r_holdout`` share of the training rows that no loss trains on (the branches and
+  the OMF head memorise the training batches, where ``D_1`` and ``D_2`` are both near
+  0 and ``r`` near 1 whatever the modalities hold), and uses it for the next epoch
+  (``r_momentum`` > 0 averages it with the previous epoch's r: without that, r
+  alternated between about 0.05 and 1.5 from one epoch to the next on SIM-I);
+  ``r_from=batch`` (default) computes it on each training batch, as Algorithm 2.
+  ``std_offset`` (default 5, the MIB convention; OMIB does not state one) sets the
+  VAEs' ``std = softplus(. - std_offset)``.
+* Anomaly detection follows Deep SVDD (Ruff et al., 2018; paper App. H). The whole
+  network is bias-free (``svdd_bias_free=network``: encoders, VAEs, attention,
+  fusion and heads; every layer then maps 0 to 0, so the constant map onto a centre
+  away from 0, the trivial minimiser of the one-class loss, is out of reach;
+  ``svdd_bias_free=head`` keeps the earlier variant, bias-free heads only, where
+  zeroing the fusion output and solving ``W2 u = c`` gives every sample score 0).
+  Epochs are selected without anomaly labels: the default monitor of anomaly tasks
+  is ``normal_score``, the mean score on the (normal) validation data, i.e. the
+  one-class loss there. The heads output ``svdd_dim``-d embeddings, each head's centre is the
   mean embedding of the normal training samples at the start of the phase in
   which the head is trained with its input (TRBs at warm-up with noise and again
   at the main phase with ``xi``; the OMF head at the main phase), stored in
@@ -70,7 +87,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmib.config import TrainConfig
-from mmib.data.dataset import Batch, DatasetSpec
+from mmib.data.dataset import Batch, DatasetSpec, MultimodalDataset
 from mmib.errors import ConfigError
 from mmib.models.base import (
     FitContext, ModelOutput, MultimodalModel, Objective, Phase, Stage, head_output, make_head, task_loss,
@@ -80,6 +97,8 @@ from mmib.models.registry import register_model
 from mmib.nn.bottleneck import VariationalBottleneck
 
 FUSIONS = ("attention", "concat")
+R_SOURCES = ("batch", "held_out")
+SVDD_BIAS_FREE = ("network", "head")
 _KL_EPS = 1e-8
 _R_MARGIN = 1e-6
 #: Default beta for the anomaly task (see the module docstring: the MINE bound does not apply there).
@@ -117,6 +136,52 @@ def prediction_divergence(kind: str, a: Tensor, b: Tensor) -> Tensor:
     return 0.5 * (diff.pow(2).sum(-1) if diff.dim() > 1 else diff.pow(2))
 
 
+def _rows(batch: Batch, keep: Tensor) -> Batch:
+    """The rows ``keep`` (a boolean mask) of ``batch``."""
+    return Batch(
+        features={k: v[keep] for k, v in batch.features.items()},
+        lengths={k: v[keep] for k, v in batch.lengths.items()},
+        y=None if batch.y is None else batch.y[keep],
+        index=batch.index[keep],
+        extras={k: v[keep] for k, v in batch.extras.items()},
+    )
+
+
+def strip_biases(module: nn.Module) -> None:
+    """Remove every additive bias from ``module`` in place (Deep SVDD's bias-free network, Ruff et al. 2018).
+
+    A network without bias terms maps 0 to 0, so with a centre away from 0 the constant map onto
+    the centre (the trivial minimiser of the one-class loss) is out of reach. Linear, convolution,
+    LayerNorm and multi-head attention lose their biases; an LSTM is rebuilt with ``bias=False``
+    (weights kept). Any other module that holds a bias (e.g. a pretrained text model) is refused.
+    """
+    for name, child in list(module.named_children()):
+        if getattr(child, "pretrained_text", None) is True:
+            raise ConfigError("omib: a pretrained text model cannot be made bias-free for Deep SVDD; "
+                              "use precomputed text features, or --set svdd_bias_free=head")
+        if isinstance(child, nn.LSTM):
+            lstm = nn.LSTM(child.input_size, child.hidden_size, child.num_layers, bias=False,
+                           batch_first=child.batch_first, dropout=child.dropout, bidirectional=child.bidirectional)
+            with torch.no_grad():
+                for pname, value in lstm.named_parameters():
+                    value.copy_(getattr(child, pname))
+            setattr(module, name, lstm)
+            continue
+        if isinstance(child, nn.MultiheadAttention):
+            if child.in_proj_bias is not None:
+                child.register_parameter("in_proj_bias", None)
+            if child.bias_k is not None or child.bias_v is not None:
+                child.register_parameter("bias_k", None)
+                child.register_parameter("bias_v", None)
+        if isinstance(child, (nn.Linear, nn.Conv1d, nn.LayerNorm)) and getattr(child, "bias", None) is not None:
+            child.register_parameter("bias", None)
+        strip_biases(child)
+    left = [n for n, _ in module.named_parameters(recurse=False) if "bias" in n]
+    if left:
+        raise ConfigError(f"omib: cannot make {type(module).__name__} bias-free for Deep SVDD (parameters {left}); "
+                          "use mlp/lstm/conv1d encoders, or --set svdd_bias_free=head")
+
+
 def _svdd_head(in_dim: int, hidden: int, out_dim: int) -> nn.Module:
     """Bias-free two-layer MLP (LeakyReLU), as Deep SVDD needs to avoid a constant solution."""
     return nn.Sequential(nn.Linear(in_dim, hidden, bias=False), nn.LeakyReLU(), nn.Linear(hidden, out_dim, bias=False))
@@ -149,6 +214,12 @@ class OMIB(MultimodalModel):
         mine_batch: int = 256
         svdd_dim: int = 64  # anomaly task: width of the Deep SVDD embeddings
         detach_xi: bool = True  # L_TRB does not reach xi (False: Algorithm 2's literal "update all with L")
+        trb_weight: float = 1.0  # weight of the main phase's sum of L_TRB (0: the TRB heads stop learning)
+        r_from: str = "batch"  # "batch": r from the training batch (the paper); "held_out": from held-out rows
+        r_holdout: float = 0.1  # r_from=held_out: share of the training split no loss sees, where r is measured
+        r_momentum: float = 0.0  # r_from=held_out: r <- m r + (1 - m) r(D) after each epoch (damps oscillation)
+        std_offset: float = 5.0  # the VAEs' std = softplus(. - std_offset) (5: the MIB convention)
+        svdd_bias_free: str = "network"  # anomaly task: "network" (Ruff et al.) or "head" (the heads only)
 
     def __init__(self, spec: DatasetSpec, options: "OMIB.Options") -> None:
         super().__init__(spec, options)
@@ -169,6 +240,16 @@ class OMIB(MultimodalModel):
             raise ConfigError(f"omib: beta must be a finite number >= 0, got {o.beta}")
         if o.beta_quantile is not None and not 0.0 <= o.beta_quantile <= 1.0:
             raise ConfigError(f"omib: beta_quantile must lie in [0, 1], got {o.beta_quantile}")
+        if not math.isfinite(o.trb_weight) or o.trb_weight < 0:
+            raise ConfigError(f"omib: trb_weight must be a finite number >= 0, got {o.trb_weight}")
+        if o.r_from not in R_SOURCES:
+            raise ConfigError(f"omib: r_from {o.r_from!r} is not one of {', '.join(R_SOURCES)}")
+        if not 0.0 < o.r_holdout < 1.0:
+            raise ConfigError(f"omib: r_holdout must lie in (0, 1), got {o.r_holdout}")
+        if not 0.0 <= o.r_momentum < 1.0:
+            raise ConfigError(f"omib: r_momentum must lie in [0, 1), got {o.r_momentum}")
+        if o.svdd_bias_free not in SVDD_BIAS_FREE:
+            raise ConfigError(f"omib: svdd_bias_free {o.svdd_bias_free!r} is not one of {', '.join(SVDD_BIAS_FREE)}")
         if o.omf and o.beta is None and m > 3 and spec.task.kind != "anomaly":
             raise ConfigError(
                 f"omib: the beta bound is derived for 2 or 3 modalities, the data have {m}; set beta (--set beta=...)"
@@ -188,7 +269,8 @@ class OMIB(MultimodalModel):
         # OMF block.
         if o.omf:
             self.vaes = nn.ModuleDict(
-                {n: VariationalBottleneck(o.hidden, o.latent, hidden=o.vae_hidden or None, dropout=o.dropout) for n in names}
+                {n: VariationalBottleneck(o.hidden, o.latent, hidden=o.vae_hidden or None, std_offset=o.std_offset,
+                                          dropout=o.dropout) for n in names}
             )
             self.attention = (
                 nn.MultiheadAttention(o.latent, o.heads, dropout=o.dropout, batch_first=True)
@@ -214,7 +296,13 @@ class OMIB(MultimodalModel):
         # Per-epoch accumulators of r (reset every epoch, so not saved).
         self.register_buffer("_r_sum", torch.zeros(m - 1), persistent=False)
         self.register_buffer("_r_count", torch.zeros(()), persistent=False)
+        # r_from=held_out: the weights measured on the held-out rows after the last epoch (NaN until the first
+        # measurement; saved for --resume).
+        self.register_buffer("r_held_out", torch.full((m - 1,), nan))
         self._beta_checked = False
+        self._dataset: MultimodalDataset | None = None
+        if self.anomaly and o.svdd_bias_free == "network":
+            strip_biases(self)
 
     # ------------------------------------------------------------------ parts
     def omf_modules(self) -> list[nn.Module]:
@@ -280,7 +368,21 @@ class OMIB(MultimodalModel):
         return ModelOutput(prediction, xi, reps)
 
     # ------------------------------------------------------------------ training
+    def held_out(self, index: Tensor) -> Tensor:
+        """Which dataset rows are held out of every loss (``r_from=held_out``): a fixed pseudo-random
+        ``r_holdout`` share, chosen by a hash of the row index (the same rows every epoch and after --resume)."""
+        if self.options.r_from != "held_out":
+            return torch.zeros(index.shape, dtype=torch.bool, device=index.device)
+        u = (index.long() * 2654435761 + 97) % 4294967296  # Knuth's multiplicative hash, uniform in [0, 2^32)
+        return u.double() / 4294967296.0 < self.options.r_holdout
+
     def objective(self, batch: Batch, phase: str, stage: str) -> Objective:
+        if self.options.r_from == "held_out":  # the held-out rows measure r; no loss trains on them
+            keep = ~self.held_out(batch.index)
+            if not bool(keep.any()):  # a zero loss that still reaches the graph
+                return Objective(sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0, {})
+            if not bool(keep.all()):
+                batch = _rows(batch, keep)
         z = self.encoders(batch)
         k = self.options.latent
         terms: dict[str, Tensor] = {}
@@ -307,7 +409,7 @@ class OMIB(MultimodalModel):
             terms[f"trb_{n}"] = loss
             trb_total = loss if trb_total is None else trb_total + loss
         assert trb_total is not None
-        total = omf_task + trb_total
+        total = omf_task + self.options.trb_weight * trb_total
         if self.options.omf:
             r = self._weights(raw, trb_raw)
             weighted = kls[self.names[0]]
@@ -321,25 +423,64 @@ class OMIB(MultimodalModel):
             total = total + self.beta_value * weighted  # a tensor: no device sync per batch
         return Objective(total, terms)
 
+    def _divergences(self, raw: Tensor, trb_raw: dict[str, Tensor]) -> Tensor:
+        """Per-sample ``KL(p(y | xi, z_i) || p(y | xi))`` of every TRB head against the OMF head: ``(M, B)``."""
+        kind = self.task.kind
+        if self.anomaly:  # compare the heads' anomaly scores
+            ref = self._svdd_score(raw, self.center_omf, self.scale_omf)
+            heads = [self._svdd_score(trb_raw[n], self.center_trb[i], self.scale_trb[i])
+                     for i, n in enumerate(self.names)]
+        else:
+            ref = raw if kind != "regression" else raw.squeeze(-1)
+            heads = [trb_raw[n] if kind != "regression" else trb_raw[n].squeeze(-1) for n in self.names]
+        return torch.stack([prediction_divergence(kind, h.float(), ref.float()) for h in heads])
+
     @torch.no_grad()
     def _weights(self, raw: Tensor, trb_raw: dict[str, Tensor]) -> Tensor:
-        """The dynamic weights ``r_j`` from this batch (no gradient), accumulated for logging."""
+        """The dynamic weights ``r_j`` (no gradient): from this batch, or (``r_from=held_out``) the ones
+        measured on the held-out rows after the last epoch; accumulated for logging."""
         if not self.options.dynamic_r:
             r = torch.ones(len(self.names) - 1, device=raw.device)
+        elif self.options.r_from == "held_out":
+            measured = self.r_held_out.to(raw.device)
+            r = torch.where(torch.isnan(measured), torch.ones_like(measured), measured)
         else:
-            kind = self.task.kind
-            if self.anomaly:  # compare the heads' anomaly scores
-                ref = self._svdd_score(raw, self.center_omf, self.scale_omf)
-                heads = [self._svdd_score(trb_raw[n], self.center_trb[i], self.scale_trb[i])
-                         for i, n in enumerate(self.names)]
-            else:
-                ref = raw if kind != "regression" else raw.squeeze(-1)
-                heads = [trb_raw[n] if kind != "regression" else trb_raw[n].squeeze(-1) for n in self.names]
-            d = torch.stack([prediction_divergence(kind, h.float(), ref.float()).mean() for h in heads])
-            r = dynamic_weights(d)
+            r = dynamic_weights(self._divergences(raw, trb_raw).mean(1))
         self._r_sum += r.to(self._r_sum.dtype)
         self._r_count += 1
         return r.detach()
+
+    @torch.no_grad()
+    def measure_held_out_r(self, batch_size: int = 1024) -> dict[str, float]:
+        """``r_j`` from the divergences averaged over the held-out training rows (eval mode), stored for the
+        next epoch; returns the mean divergences ``D_<m>`` for logging. Needs the fit's dataset."""
+        ds = self._dataset
+        if ds is None or not self.options.omf or not self.options.dynamic_r:
+            return {}
+        train = ds.splits["train"]
+        rows = train[self.held_out(train)]
+        if rows.numel() == 0:
+            raise ConfigError(f"omib: r_holdout={self.options.r_holdout} holds out no row of {ds.name}'s training split")
+        device = self.r_held_out.device
+        was_training = self.training
+        self.eval()
+        total = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+        for start in range(0, rows.numel(), batch_size):
+            batch = ds.take(rows[start : start + batch_size]).to(device)
+            z = self.encoders(batch)
+            xi, _, _ = self._omf_pass(z)
+            raw = self.omf_head(xi)
+            trb_raw = {n: self.trb_heads[n](torch.cat([z[n], xi], -1)) for n in self.names}
+            total += self._divergences(raw, trb_raw).double().sum(1)
+        self.train(was_training)
+        d = (total / rows.numel()).float()
+        r = dynamic_weights(d)
+        if bool(torch.isnan(self.r_held_out).any()):  # the first measurement (NaN: none yet; saved for --resume)
+            self.r_held_out.copy_(r)
+        else:
+            m = self.options.r_momentum
+            self.r_held_out.mul_(m).add_((1.0 - m) * r)
+        return {f"D_{n}": float(d[i]) for i, n in enumerate(self.names)}
 
     def training_plan(self, config: TrainConfig) -> list[Phase]:
         """Warm-up over the TRBs only (``warmup_epochs``), then the open-ended main phase."""
@@ -354,8 +495,13 @@ class OMIB(MultimodalModel):
         return phases
 
     # ------------------------------------------------------------------ hooks
+    def on_fit_start(self, context: FitContext) -> None:
+        """Keep the dataset for the held-out measurement of r (not model state)."""
+        self._dataset = context.dataset
+
     def on_phase_start(self, phase: str, context: FitContext) -> None:
-        """Main phase: draw beta from the MINE bound if not given. Anomaly: fix the SVDD centres."""
+        """Main phase: draw beta from the MINE bound if not given. Anomaly: fix the SVDD centres.
+        ``r_from=held_out``: measure the first main epoch's r on the held-out rows."""
         if phase == "main" and self.options.omf and self.options.beta is None and math.isnan(float(self.beta_value)):
             if self.anomaly:
                 self.beta_value.fill_(ANOMALY_BETA)
@@ -363,6 +509,8 @@ class OMIB(MultimodalModel):
                 self.set_beta_from_bound(context)
         if self.anomaly:
             self.fix_centers(phase, context)
+        if phase == "main" and self.options.r_from == "held_out":
+            self.measure_held_out_r()
 
     def set_beta_from_bound(self, context: FitContext) -> None:
         """Estimate ``[M_l, M_u]`` on the training split and draw beta from it (Algorithm 2)."""
@@ -430,7 +578,8 @@ class OMIB(MultimodalModel):
                 self.scale_trb[i].copy_(scale)
 
     def on_epoch_end(self, epoch: int, phase: str) -> dict[str, float]:
-        """Log beta (and its bounds when drawn) and the epoch mean of every ``r_j``."""
+        """Log beta (and its bounds when drawn) and the epoch mean of every ``r_j``; with
+        ``r_from=held_out`` measure next epoch's r on the held-out rows (logged as ``D_<m>``)."""
         out: dict[str, float] = {}
         if phase == "main" and self.options.omf:
             out["beta"] = float(self.beta_value)
@@ -440,6 +589,8 @@ class OMIB(MultimodalModel):
             if float(self._r_count) > 0:
                 for j, n in enumerate(self.names[1:]):
                     out[f"r_{n}"] = float(self._r_sum[j] / self._r_count)
+            if self.options.r_from == "held_out":
+                out.update(self.measure_held_out_r())
         self._r_sum.zero_()
         self._r_count.zero_()
         return out

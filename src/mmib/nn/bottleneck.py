@@ -15,6 +15,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+#: How a KL summed over z's dimensions enters a loss: ``sum`` as it is, ``mean`` divided by the width.
+KL_REDUCTIONS = ("sum", "mean")
+
+
+def kl_weight(reduction: str, z_dim: int) -> float:
+    """Factor that turns a KL summed over ``z_dim`` dimensions into the ``reduction`` the loss uses."""
+    if reduction not in KL_REDUCTIONS:
+        raise ValueError(f"kl reduction {reduction!r} is not one of {', '.join(KL_REDUCTIONS)}")
+    return 1.0 if reduction == "sum" else 1.0 / z_dim
+
+
 def gaussian_kl_standard(mu: Tensor, std: Tensor, eps: float = 1e-8) -> Tensor:
     """Per-sample ``KL(N(mu, diag std^2) || N(0, I))`` summed over dimensions: ``(B,)``."""
     var = std.pow(2)

@@ -12,14 +12,20 @@ Operators (MIB paper, Appendix and Section IV-F):
 * ``add`` / ``mul``: element-wise sum / product (equal widths).
 * ``tensor`` (TFN, Zadeh et al. 2017): the flattened outer product of the
   ``[x_m; 1]``; its width is ``prod(d_m + 1)``, so it is limited to three
-  modalities and a size cap (use ``lmf`` beyond that).
+  modalities and a size cap (use ``lmf`` beyond that). With ``hidden > 0`` a
+  post-fusion network follows, as in TFN and the MIB reference: dropout and three
+  ``tanh`` layers (``size -> hidden -> hidden -> out_dim``).
 * ``lmf`` (low-rank multimodal fusion, Liu et al. 2018): the same multilinear map
   as tensor fusion followed by a linear layer, with the weight tensor of rank R
   (``sum_r w_r prod_m ([x_m; 1] W_m^(r))``), linear in K.
-* ``graph`` (ARGF-style graph fusion, Mai et al. 2020): unimodal nodes weighted
-  by learned importances, bimodal nodes for every pair, trimodal nodes for pairs
-  of bimodal nodes sharing one modality, each weighted by a softmax over learned
-  similarity scores; output ``[unimodal; bimodal; trimodal]``.
+* ``graph`` (ARGF-style graph fusion, Mai et al. 2020, as in the MIB reference):
+  unimodal nodes weighted by learned importances; a bimodal node for every pair
+  from one network ``g1: 2d -> 64 -> d``; trimodal nodes from a second network
+  ``g2`` for every two bimodal nodes sharing one modality and for every bimodal
+  node with each modality outside it (6 nodes for three modalities); every level
+  weighted by a softmax over learned similarity scores; the output
+  ``[unimodal; sum of bimodal; sum of trimodal]`` goes through a ``tanh`` MLP
+  (``3d -> hidden -> hidden -> out_dim``) when ``hidden > 0``.
 * ``poe``: product of Gaussian experts (MIB eq. 19) over per-modality posteriors
   ``N(mu_m, std_m^2)`` with the prior expert ``N(0, I)``. It takes posteriors,
   not vectors: each input is ``pack_posterior(mu_m, std_m)`` (``(B, 2k)``).
@@ -50,8 +56,18 @@ FUSIONS: dict[str, str] = {
 ALIASES = {"concatenation": "concat", "cat": "concat", "addition": "add", "sum": "add", "multiplication": "mul",
            "product": "mul", "tfn": "tensor", "low-rank": "lmf", "argf": "graph", "product-of-experts": "poe"}
 
-#: Default cap on the width of a tensor-fusion output (prod(d_m + 1)).
-TENSOR_MAX_SIZE = 100_000
+#: Default cap on the width of a tensor-fusion output (prod(d_m + 1)); the MIB reference's
+#: three 50-d inputs give 51^3 = 132,651.
+TENSOR_MAX_SIZE = 200_000
+
+
+def tanh_mlp(in_dim: int, hidden: int, out_dim: int, dropout: float = 0.0) -> nn.Sequential:
+    """Dropout and three ``tanh`` layers ``in -> hidden -> hidden -> out`` (TFN's post-fusion network,
+    the MIB reference's output network of tensor and graph fusion)."""
+    return nn.Sequential(
+        nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+        nn.Linear(hidden, out_dim), nn.Tanh(),
+    )
 
 
 class Fusion(nn.Module):
@@ -141,9 +157,10 @@ def _append_one(x: Tensor) -> Tensor:
 
 
 class TensorFusion(Fusion):
-    """TFN: the flattened outer product ``[x_1; 1] (x) ... (x) [x_K; 1]``.
+    """TFN: the flattened outer product ``[x_1; 1] (x) ... (x) [x_K; 1]``, then optionally TFN's
+    post-fusion network (``hidden > 0``: dropout, ``tanh`` layers to ``out_dim``, default ``hidden``).
 
-    The output keeps every unimodal, bimodal and trimodal product term; its width
+    The product keeps every unimodal, bimodal and trimodal product term; its width
     ``prod(d_m + 1)`` grows exponentially in K, so more than ``max_modalities``
     inputs or a width above ``max_size`` is refused (use ``lmf``, which computes a
     low-rank version of the same map in linear size, or a smaller ``proj_dim``).
@@ -151,7 +168,10 @@ class TensorFusion(Fusion):
 
     max_modalities: ClassVar[int] = 3
 
-    def __init__(self, in_dims: Sequence[int], proj_dim: int | None = None, max_size: int = TENSOR_MAX_SIZE) -> None:
+    def __init__(
+        self, in_dims: Sequence[int], proj_dim: int | None = None, max_size: int = TENSOR_MAX_SIZE, hidden: int = 0,
+        out_dim: int | None = None, dropout: float = 0.0,
+    ) -> None:
         super().__init__(in_dims, proj_dim)
         k = len(self.widths)
         if k > self.max_modalities:
@@ -165,14 +185,21 @@ class TensorFusion(Fusion):
                 f"tensor fusion of widths {list(self.widths)} has {size} features (limit {max_size}); "
                 "project to a smaller width (fusion_dim) or use fusion='lmf' (low-rank tensor fusion)"
             )
-        self.out_dim = size
+        self.size = size
+        self.post = tanh_mlp(size, hidden, int(out_dim or hidden), dropout) if hidden else None
+        self.out_dim = int(out_dim or hidden) if hidden else size
 
-    def forward(self, xs: Sequence[Tensor]) -> Tensor:
+    def product(self, xs: Sequence[Tensor]) -> Tensor:
+        """The flattened outer product ``(B, prod(d_m + 1))`` (before any post-fusion network)."""
         parts = [_append_one(x) for x in self._inputs(xs)]
         out = parts[0]
         for p in parts[1:]:
             out = (out.unsqueeze(-1) * p.unsqueeze(1)).flatten(1)
         return out
+
+    def forward(self, xs: Sequence[Tensor]) -> Tensor:
+        out = self.product(xs)
+        return self.post(out) if self.post is not None else out
 
 
 class LowRankFusion(Fusion):
@@ -206,37 +233,55 @@ class LowRankFusion(Fusion):
 
 
 class GraphFusion(Fusion):
-    """ARGF-style graph fusion, generalised to K >= 2 equal-width inputs.
+    """ARGF-style graph fusion as in the MIB reference code, generalised to K >= 2 equal-width inputs.
 
     * unimodal layer: importance ``s_m = tanh(a(x_m))`` (one shared linear scorer);
       node ``u = mean_m s_m x_m``;
-    * bimodal layer: for each pair (i, j) a node ``tanh(w_ij g([x_i; x_j]))`` with
+    * bimodal layer: for each pair (i, j) a node ``b_ij = tanh(w_ij g1([x_i; x_j]))`` with
       ``w = softmax_pairs((s_i + s_j) / (<softmax x_i, softmax x_j> + 0.5))``
-      (pairs whose inputs are less alike and more important weigh more);
-    * trimodal layer (K >= 3): for each two bimodal nodes sharing one modality,
-      ``tanh(w_pq g([b_p; b_q]))`` with weights from the bimodal scores and the
-      similarity of the bimodal pre-activations, as above.
+      (pairs whose inputs are less alike and more important weigh more) and
+      ``g1: 2d -> graph_hidden -> d`` (LeakyReLU 0.2, tanh);
+    * trimodal layer (K >= 3), from a second network ``g2`` of the same shape: for every
+      two bimodal nodes sharing one modality, ``tanh(w g2([b_p; b_q]))`` with the score
+      ``(S_p + S_q) / (<softmax g1_p, softmax g1_q> + 0.5)``, and for every bimodal node
+      with each modality k outside it, ``tanh(w g2([b_p; x_k]))`` with the score
+      ``(S_p + s_k) / (<softmax g1_p, softmax x_k> + 0.5)`` (``S`` the bimodal scores,
+      ``g1_p`` the unweighted g1 output); one softmax over all trimodal scores. Three
+      modalities give the reference's 3 + 3 = 6 trimodal nodes.
 
-    The output is ``[unimodal; sum of bimodal nodes; sum of trimodal nodes]``
-    (width ``3 d``; ``2 d`` for two modalities, which have no trimodal nodes).
+    The fused vector ``[unimodal; sum of bimodal nodes; sum of trimodal nodes]`` (width
+    ``3 d``; ``2 d`` for two modalities, which have no trimodal nodes) goes through the
+    reference's output network ``tanh_mlp(3d, hidden, out_dim)`` when ``hidden > 0``.
     """
 
     min_inputs = 2
 
-    def __init__(self, in_dims: Sequence[int], proj_dim: int | None = None, dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dims: Sequence[int], proj_dim: int | None = None, dropout: float = 0.0, hidden: int = 0,
+        out_dim: int | None = None, graph_hidden: int = 64,
+    ) -> None:
         super().__init__(in_dims, proj_dim)
         d = self._equal_widths("graph fusion")
         k = len(self.widths)
         self.attention = nn.Linear(d, 1)
-        self.graph = nn.Linear(2 * d, d)
+        self.bimodal_net = self._pair_net(d, graph_hidden)
         self.dropout = nn.Dropout(dropout)
         self.pairs = list(itertools.combinations(range(k), 2))
+        # trimodal nodes: (bimodal, bimodal) sharing one modality, and (bimodal, unimodal outside it)
         self.triples = [
             (p, q) for p, q in itertools.combinations(range(len(self.pairs)), 2)
             if len(set(self.pairs[p]) & set(self.pairs[q])) == 1
         ]
+        self.pair_modality = [(p, m) for p, pair in enumerate(self.pairs) for m in range(k) if m not in pair]
+        self.trimodal_net = self._pair_net(d, graph_hidden) if self.triples or self.pair_modality else None
         self.width = d
-        self.out_dim = d * (3 if self.triples else 2)
+        fused = d * (3 if self.trimodal_net is not None else 2)
+        self.post = tanh_mlp(fused, hidden, int(out_dim or hidden)) if hidden else None
+        self.out_dim = int(out_dim or hidden) if hidden else fused
+
+    @staticmethod
+    def _pair_net(d: int, hidden: int) -> nn.Sequential:
+        return nn.Sequential(nn.Linear(2 * d, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, d), nn.Tanh())
 
     @staticmethod
     def _affinity(a: Tensor, b: Tensor) -> Tensor:
@@ -248,22 +293,20 @@ class GraphFusion(Fusion):
         unimodal = torch.stack([si * xi for si, xi in zip(s, x)]).mean(0)
         pair_score = torch.cat([(s[i] + s[j]) / self._affinity(x[i], x[j]) for i, j in self.pairs], dim=1)
         pair_w = F.softmax(pair_score, dim=1)
-        pre = [self.graph(torch.cat([x[i], x[j]], -1)) for i, j in self.pairs]
+        pre = [self.bimodal_net(torch.cat([x[i], x[j]], -1)) for i, j in self.pairs]
         nodes = [torch.tanh(pair_w[:, n : n + 1] * pre[n]) for n in range(len(self.pairs))]
-        bimodal = torch.stack(nodes).sum(0)
-        out = [unimodal, bimodal]
-        if self.triples:
-            tri_score = torch.cat(
-                [(pair_score[:, p : p + 1] + pair_score[:, q : q + 1]) / self._affinity(pre[p], pre[q]) for p, q in self.triples],
-                dim=1,
-            )
-            tri_w = F.softmax(tri_score, dim=1)
-            tri = [
-                torch.tanh(tri_w[:, n : n + 1] * self.graph(torch.cat([nodes[p], nodes[q]], -1)))
-                for n, (p, q) in enumerate(self.triples)
-            ]
+        out = [unimodal, torch.stack(nodes).sum(0)]
+        if self.trimodal_net is not None:
+            scores = [(pair_score[:, p : p + 1] + pair_score[:, q : q + 1]) / self._affinity(pre[p], pre[q])
+                      for p, q in self.triples]
+            scores += [(pair_score[:, p : p + 1] + s[m]) / self._affinity(pre[p], x[m]) for p, m in self.pair_modality]
+            tri_w = F.softmax(torch.cat(scores, dim=1), dim=1)
+            inputs = [torch.cat([nodes[p], nodes[q]], -1) for p, q in self.triples]
+            inputs += [torch.cat([nodes[p], x[m]], -1) for p, m in self.pair_modality]
+            tri = [torch.tanh(tri_w[:, n : n + 1] * self.trimodal_net(v)) for n, v in enumerate(inputs)]
             out.append(torch.stack(tri).sum(0))
-        return torch.cat(out, dim=-1)
+        fused = torch.cat(out, dim=-1)
+        return self.post(fused) if self.post is not None else fused
 
 
 def pack_posterior(mu: Tensor, std: Tensor) -> Tensor:
@@ -337,12 +380,15 @@ def build_fusion(
     rank: int = 4,
     max_size: int = TENSOR_MAX_SIZE,
     dropout: float = 0.0,
+    hidden: int = 0,
 ) -> Fusion:
     """The fusion operator ``name`` for inputs of widths ``in_dims``.
 
-    ``proj_dim`` projects each input first (not for ``poe``); ``out_dim`` and ``rank``
-    apply to ``lmf``; ``max_size`` caps tensor fusion's width; ``dropout`` applies to
-    ``graph``'s inputs.
+    ``proj_dim`` projects each input first (not for ``poe``); ``rank`` applies to
+    ``lmf``; ``out_dim`` is the output width of ``lmf`` and of the post-fusion networks;
+    ``hidden > 0`` adds the post-fusion ``tanh`` network of ``tensor`` and ``graph``
+    (0: their raw fused vector); ``max_size`` caps tensor fusion's width; ``dropout``
+    applies to ``graph``'s inputs and before tensor fusion's post-fusion network.
     """
     key = fusion_name(name)
     if key == "concat":
@@ -352,11 +398,11 @@ def build_fusion(
     if key == "mul":
         return MulFusion(in_dims, proj_dim)
     if key == "tensor":
-        return TensorFusion(in_dims, proj_dim, max_size)
+        return TensorFusion(in_dims, proj_dim, max_size, hidden, out_dim, dropout)
     if key == "lmf":
         return LowRankFusion(in_dims, out_dim, rank, proj_dim)
     if key == "graph":
-        return GraphFusion(in_dims, proj_dim, dropout)
+        return GraphFusion(in_dims, proj_dim, dropout, hidden, out_dim)
     if proj_dim:
         raise ConfigError("product-of-experts fusion combines posteriors as they are; it takes no projection (fusion_dim)")
     return PoEFusion(in_dims)
@@ -364,5 +410,5 @@ def build_fusion(
 
 __all__ = [
     "ALIASES", "FUSIONS", "AddFusion", "ConcatFusion", "Fusion", "GraphFusion", "LowRankFusion", "MulFusion",
-    "PoEFusion", "TensorFusion", "build_fusion", "fusion_name", "pack_posterior", "product_of_experts",
+    "PoEFusion", "TensorFusion", "build_fusion", "fusion_name", "pack_posterior", "product_of_experts", "tanh_mlp",
 ]

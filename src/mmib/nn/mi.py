@@ -35,6 +35,8 @@ from torch import Tensor, nn
 from mmib.errors import ConfigError
 
 LOG_2PI_E = math.log(2.0 * math.pi * math.e)
+#: Likelihood forms of :class:`GaussianConditional` (``reference``: MMIM's public code, no log-variance term).
+LIKELIHOOD_FORMS = ("gaussian", "reference")
 
 
 # ---------------------------------------------------------------------------
@@ -131,18 +133,25 @@ class GaussianConditional(nn.Module):
         b = self.logvar_bound
         return self.mu(x), b * torch.tanh(self.logvar(x) / b)
 
-    def log_prob(self, x: Tensor, y: Tensor, noise_var: float = 0.0) -> Tensor:
+    def log_prob(self, x: Tensor, y: Tensor, noise_var: float = 0.0, form: str = "gaussian") -> Tensor:
         """Per-sample ``log q(y|x)`` summed over dimensions, with all constants: ``(B,)``.
 
         ``noise_var > 0`` gives the expectation of ``log q(y + n | x)`` over
         ``n ~ N(0, noise_var I)`` in closed form (adds ``noise_var`` to the squared
         residual), i.e. the likelihood of a slightly smoothed target.
+        ``form="reference"`` drops the ``log sigma^2`` term and the constant, as MMIM's
+        public code does: ``-sum (y - mu)^2 / (2 sigma^2)``. That is no log-density
+        (maximising it drives ``sigma^2`` to its upper bound, after which it fades to 0).
         """
         if y.shape[-1] != self.y_dim:
             raise ValueError(f"y has width {y.shape[-1]}; this predictor was built for {self.y_dim}")
+        if form not in LIKELIHOOD_FORMS:
+            raise ValueError(f"likelihood form {form!r} is not one of {', '.join(LIKELIHOOD_FORMS)}")
         mu, logvar = self(x)
         logvar = logvar.expand_as(mu)
         sq = (y - mu).pow(2) + noise_var
+        if form == "reference":
+            return -0.5 * (sq * torch.exp(-logvar)).sum(-1)
         return -0.5 * (sq * torch.exp(-logvar) + logvar + math.log(2.0 * math.pi)).sum(-1)
 
 
@@ -184,17 +193,20 @@ class BarberAgakov(nn.Module):
 
     def __init__(
         self, x_dim: int, y_dim: int, hidden: int | None = None, isotropic: bool = False, logvar_bound: float = 10.0,
-        noise_var: float = 0.0,
+        noise_var: float = 0.0, likelihood: str = "gaussian",
     ) -> None:
         super().__init__()
         if noise_var < 0:
             raise ConfigError(f"noise_var must be >= 0, got {noise_var}")
+        if likelihood not in LIKELIHOOD_FORMS:
+            raise ConfigError(f"likelihood {likelihood!r} is not one of {', '.join(LIKELIHOOD_FORMS)}")
         self.predictor = GaussianConditional(x_dim, y_dim, hidden, isotropic, logvar_bound)
         self.noise_var = float(noise_var)
+        self.likelihood = likelihood
 
     def log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
         """Batch mean of ``log q(y|x)`` (a scalar); ``-`` this is MMIM's ``L_lld`` for one pair."""
-        return self.predictor.log_prob(x, y, self.noise_var).mean()
+        return self.predictor.log_prob(x, y, self.noise_var, self.likelihood).mean()
 
     def forward(self, x: Tensor, y: Tensor, entropy: Tensor | float | None = None) -> BAEstimate:
         """The bound on a batch of pairs; ``entropy`` = ``H(Y)`` in nats (or None)."""
@@ -473,7 +485,7 @@ class ContrastivePredictor(nn.Module):
 
 
 __all__ = [
-    "BAEstimate", "BarberAgakov", "ContrastivePredictor", "EntropyEstimate", "GMMEntropy", "GaussianConditional",
+    "LIKELIHOOD_FORMS", "BAEstimate", "BarberAgakov", "ContrastivePredictor", "EntropyEstimate", "GMMEntropy", "GaussianConditional",
     "RandomProjection", "gaussian_entropy", "info_nce", "info_nce_bound", "polarity_components", "regularized_covariance",
     "stable_logdet",
 ]

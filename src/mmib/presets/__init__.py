@@ -38,6 +38,18 @@ SECTIONS = ("train", "model")
 ANY_DATASET = "*"
 
 
+def unflatten(values: Mapping[str, Any]) -> dict[str, Any]:
+    """``{"encoders.audio": "mlp"}`` -> ``{"encoders": {"audio": "mlp"}}`` (the inverse of :func:`flatten`)."""
+    out: dict[str, Any] = {}
+    for dotted, value in values.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
 @dataclass
 class PresetValues:
     """The flattened values a preset lookup found (``train.lr``, ``model.encoders.audio``) and their sources."""
@@ -92,7 +104,7 @@ def lookup(model: str, dataset: str, directory: Path | None = None) -> PresetVal
         if not path.is_file():
             continue
         entries = _read(path)
-        for key in (ANY_DATASET, dataset):
+        for key in dict.fromkeys((ANY_DATASET, dataset)):
             if key in entries and entries[key]:
                 found.values.update(entries[key])
                 found.sources.append(f"{_shown(path)}#{key}")
@@ -208,13 +220,19 @@ def resolve(cfg: RunConfig, explicit: set[str], directory: Path | None = None) -
     (values an earlier resolution filled are first put back to their defaults) and recorded in
     ``cfg.preset``."""
     cfg = copy_config(cfg)
+    model, dataset = cfg.model.name, str(cfg.data.name)
+    if cfg.preset.use and cfg.preset.resolved_for == [model, dataset]:
+        # resolved before for this model and dataset (a planned run handed to train(), a config.yaml):
+        # every value the presets did not fill is the user's, even one equal to a built-in default
+        kept = {k: v for k, v in cfg.preset.applied.items() if k not in explicit and _get(cfg, k) == v}
+        cfg.preset = PresetConfig(True, cfg.preset.sources if kept else [], kept, [model, dataset])
+        return cfg
     for key, value in cfg.preset.applied.items():
         if key not in explicit and _get(cfg, key) == value:
             _reset(cfg, key)
     if not cfg.preset.use:
         cfg.preset = PresetConfig(use=False)
         return cfg
-    model, dataset = cfg.model.name, str(cfg.data.name)
     found = lookup(model, dataset, directory)
     options = _option_names(model) or set()
     applied: dict[str, Any] = {}

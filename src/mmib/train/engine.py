@@ -1,8 +1,8 @@
 """The one training engine every model goes through.
 
 :class:`Trainer` runs a model's :meth:`~mmib.models.base.MultimodalModel.training_plan`
-(phases of epochs; stages per batch, each with its own optimizer over its own
-parameters), evaluates on the validation split after every epoch, stops early
+(phases of epochs; stages per batch, or per epoch with ``Phase.stage_schedule="epoch"``,
+each with its own optimizer over its own parameters), evaluates on the validation split after every epoch, stops early
 on a monitored metric, restores the best epoch, evaluates on test and writes the
 run directory. Everything it logs is a detached number; evaluation runs under
 ``torch.inference_mode()``; autograd anomaly detection only with
@@ -18,7 +18,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from mmib.config import RunConfig, TrainConfig, dump_config, validate_train_config
-from mmib.data.dataset import MultimodalDataset
+from mmib.data.dataset import Batch, MultimodalDataset
 from mmib.errors import ConfigError, MMIBError, RunError
 from mmib.eval.metrics import compute_metrics, default_monitor, metric_mode
 from mmib.models.base import FitContext, MultimodalModel, Phase, Stage
@@ -439,10 +439,11 @@ class Trainer:
         totals: dict[str, Tensor] = {}
         count = 0
         start = time.perf_counter()
-        for batch in self.dataset.batches("train", cfg.batch_size, shuffle=True, generator=generator):
+        for stage_indices, batch, first_pass in self._stage_batches(phase, generator):
             batch = batch.to(self.device)
             n = len(batch)
-            for si, stage in enumerate(phase.stages):
+            for si in stage_indices:
+                stage = phase.stages[si]
                 if len(phase.stages) > 1:
                     self._set_trainable(trainable, stage_sets[si])
                 opt = optimizers[(phase.name, stage.name)]
@@ -469,8 +470,9 @@ class Trainer:
                         key = prefix + k
                         val = v.detach().float() * n
                         totals[key] = totals[key] + val if key in totals else val
-            count += n
-            state.steps += 1
+            if first_pass:
+                count += n
+                state.steps += 1
         for stage in phase.stages:  # the last step's gradients are not needed through evaluation and saving
             optimizers[(phase.name, stage.name)].zero_grad(set_to_none=True)
         if len(phase.stages) > 1 or not covers_all:
@@ -543,6 +545,21 @@ class Trainer:
             if peak > LOGIT_EXPLOSION:
                 raise TrainingDiverged(f"training diverged: {split} logits reach {peak:.3g} (beyond "
                                        f"{LOGIT_EXPLOSION:.0e}); {hint}")
+
+    def _stage_batches(
+        self, phase: Phase, generator: torch.Generator
+    ) -> Iterator[tuple[list[int], Batch, bool]]:
+        """``(stage indices, batch, first pass)`` in the order of ``phase.stage_schedule``: every stage
+        on each batch (``"batch"``), or each stage over the whole shuffled split in turn (``"epoch"``)."""
+        everyone = list(range(len(phase.stages)))
+        size = self.config.batch_size
+        if phase.stage_schedule == "epoch" and len(everyone) > 1:
+            for si in everyone:
+                for batch in self.dataset.batches("train", size, shuffle=True, generator=generator):
+                    yield [si], batch, si == 0
+        else:
+            for batch in self.dataset.batches("train", size, shuffle=True, generator=generator):
+                yield everyone, batch, True
 
     @staticmethod
     def _set_trainable(params: list[nn.Parameter], ids: set[int]) -> None:
