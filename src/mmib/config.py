@@ -47,12 +47,12 @@ class TrainConfig:
     """How the engine trains. ``epochs`` counts the main (open-ended) phase;
     fixed-length phases a model declares (e.g. a warm-up) come on top."""
 
-    epochs: int = 30
+    epochs: int = 50
     batch_size: int = 64
-    lr: float = 1e-3
+    lr: float = 5e-4
     text_lr: float = 5e-5
-    weight_decay: float = 0.0
-    optimizer: str = "adam"
+    weight_decay: float = 0.01
+    optimizer: str = "adamw"
     clip_grad: float | None = None
     patience: int = 10
     monitor: str | None = None

@@ -53,9 +53,11 @@ METRIC_MODES: dict[str, str] = {
 #: Prefixes of per-label multilabel metrics (``acc_happy``, ``f1_sad``, ...); all "max".
 PER_LABEL_PREFIXES: tuple[str, ...] = ("acc_", "f1_", "wacc_", "auc_")
 
-#: Anomaly detection selects epochs without anomaly labels: by the mean score of the normal samples
-#: (on normal validation data, the one-class loss); ``--set monitor=auc`` uses labelled anomalies.
-_MONITORS = {"regression": "mae", "binary": "accuracy", "multiclass": "accuracy", "multilabel": "f1",
+#: The metric that selects the best epoch per task. Classes: the cross-entropy (smooth; accuracy moves in steps
+#: of 1/N on a small validation split and picks epochs by noise). Anomaly detection selects epochs without
+#: anomaly labels: by the mean score of the normal samples (on normal validation data, the one-class loss);
+#: ``--set monitor=auc`` uses labelled anomalies.
+_MONITORS = {"regression": "mae", "binary": "nll", "multiclass": "nll", "multilabel": "f1",
              "anomaly": "normal_score"}
 
 

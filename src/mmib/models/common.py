@@ -17,7 +17,7 @@ class EncoderOptions:
     encoder: str = "auto"
     encoders: dict[str, str] = field(default_factory=dict)
     encoder_layers: int = 1
-    dropout: float = 0.1
+    dropout: float = 0.3
     text_model: str | None = None
     #: options of the ``bert`` text encoder (``mmib.nn.text.HFTextEncoder``): trainable,
     #: train_last_k_layers, pooling, random_init, cache (``--set model.text_encoder.trainable=false``

@@ -147,9 +147,10 @@ def build_encoder(
     kind: str, modality: ModalitySpec, out_dim: int, hidden: int | None = None, dropout: float = 0.1,
     layers: int = 1, heads: int = 4, text_model: str | None = None, **text_options: object,
 ) -> nn.Module:
-    """Create the encoder ``kind`` for ``modality``; ``auto`` picks mlp for vectors, lstm for sequences."""
+    """Create the encoder ``kind`` for ``modality``; ``auto`` is ``mlp`` (sequences masked-mean-pooled first:
+    on small sets an LSTM memorises them; lstm, conv1d and transformer stay available by name)."""
     if kind == "auto":
-        kind = "lstm" if modality.sequence else "mlp"
+        kind = "mlp"
     if kind not in ENCODER_KINDS:
         from mmib.config import suggest
 
@@ -206,7 +207,7 @@ class ModalityEncoders(nn.Module):
             self.encoders[m.name] = build_encoder(
                 kind, m, out_dim, hidden, dropout, layers, heads, text_model, **dict(text_options or {})
             )
-            self.kinds[m.name] = kind if kind != "auto" else ("lstm" if m.sequence else "mlp")
+            self.kinds[m.name] = kind if kind != "auto" else "mlp"
         self.out_dim = out_dim
 
     def encode(self, name: str, batch: Batch) -> Tensor:
