@@ -22,7 +22,7 @@ def test_overrides_route_bare_keys_and_sections():
     assert cfg.train.lr == pytest.approx(3e-4) and cfg.train.seed == 7 and cfg.train.clip_grad == 5.0
     assert cfg.data.options == {"seq_len": 20} and cfg.data.replace_nonfinite is True
     assert cfg.model.options == {"n_samples": 3000, "beta": 1e-2, "encoders": {"audio": "lstm"}}
-    assert RunConfig().train.lr == 1e-3  # the original is untouched
+    assert RunConfig().train.lr == TrainConfig().lr  # the original is untouched
 
 
 def test_override_errors_name_the_key():

@@ -160,7 +160,7 @@ def test_metric_modes_and_monitors() -> None:
     with pytest.raises(ConfigError, match="unknown metric 'f1_'"):
         metric_mode("f1_")
     assert default_monitor(TaskSpec("regression")) == "mae"
-    assert default_monitor(TaskSpec("binary")) == default_monitor(TaskSpec("multiclass", num_classes=3)) == "accuracy"
+    assert default_monitor(TaskSpec("binary")) == default_monitor(TaskSpec("multiclass", num_classes=3)) == "nll"
     assert default_monitor(TaskSpec("multilabel", label_names=("a",))) == "f1"
     assert default_monitor("anomaly") == "normal_score" and metric_mode("normal_score") == "min"
     # every name compute_metrics emits has a direction, and every default monitor is emitted

@@ -50,9 +50,10 @@ def test_small_sim_msa_run_beats_the_label_std_and_logs_labels(tiny_msa, tmp_pat
 
 def test_sequences_train_through_the_shared_lstm_steps(tiny_msa_seq):
     torch.manual_seed(0)
-    model = build_model("mcer", tiny_msa_seq.spec, **SMALL)
+    lstm = {**SMALL, "encoder": "lstm"}  # the paper's sLSTM encoders (the default is the masked-mean MLP)
+    model = build_model("mcer", tiny_msa_seq.spec, **lstm)
     assert all(model.cross_from_steps.values())  # every sequence modality feeds its sLSTM steps to the BiGRU
-    result = train(model="mcer", dataset=tiny_msa_seq, epochs=3, batch_size=32, progress=False, model_options=SMALL)
+    result = train(model="mcer", dataset=tiny_msa_seq, epochs=3, batch_size=32, progress=False, model_options=lstm)
     # epoch i's losses use the labels generated up to epoch i - 1: the weights are 0 until epoch 3
     assert [h["train"]["task_c"] > 0.0 for h in result.history] == [False, False, True]
     assert 0.0 < result.history[-1]["train"]["gate_filter"] < 1.0
@@ -206,7 +207,7 @@ def test_local_bert_text_encoder_trains_at_lr_bert(tmp_path):
         {"train": torch.arange(24), "valid": torch.arange(24, 32), "test": torch.arange(32, n)},
         extras={"text_bert": tokens},
     )
-    model = build_model("mcer", ds.spec, **SMALL, text_model=str(tmp_path / "bert"))
+    model = build_model("mcer", ds.spec, **SMALL, encoders={"audio": "lstm"}, text_model=str(tmp_path / "bert"))
     assert model.encoders.kinds == {"text": "bert", "audio": "lstm", "vision": "mlp"}
     # text (bert: no per-step states) feeds its input sequence to the BiGRU; audio its sLSTM steps
     assert model.cross_from_steps == {"text": False, "audio": True, "vision": False}

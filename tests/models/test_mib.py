@@ -26,7 +26,7 @@ def _batch(dims: dict[str, int], task: str = "regression", n: int = 8, seed: int
 @pytest.mark.parametrize("name", VARIANTS)
 def test_trains_on_small_sim_msa_below_label_std(name, tiny_msa, fast_train):
     torch.manual_seed(0)
-    result = train(model=name, dataset=tiny_msa, epochs=6, batch_size=32, progress=False, model_options=SMALL)
+    result = train(model=name, dataset=tiny_msa, epochs=6, batch_size=32, lr=1e-3, progress=False, model_options=SMALL)
     y_test = tiny_msa.y[tiny_msa.splits["test"]]
     assert result.test["mae"] < 0.75 * float(y_test.std())
 

@@ -244,7 +244,7 @@ def test_ablation_switches(options, stages, terms):
 
 # --------------------------------------------------------------------- learning, persistence, scores
 def test_mmim_learns_sim_i(tiny_sim):
-    result = train(model="mmim", dataset=tiny_sim, epochs=15, progress=False, checkpoint=False)
+    result = train(model="mmim", dataset=tiny_sim, epochs=15, lr=1e-3, progress=False, checkpoint=False)
     assert result.test["accuracy"] > 0.75
 
 

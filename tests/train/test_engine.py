@@ -447,8 +447,9 @@ def test_a_full_disk_mid_run_is_a_run_error_and_the_run_stays_resumable(tmp_path
 
 @pytest.mark.parametrize("model", ["concat", "late", "mmim"])
 def test_a_finite_explosion_is_an_error_not_a_result(model, tmp_path, tiny_msa):
-    cfg = _cfg(epochs=3, lr=1e3)
-    net = build_model(model, tiny_msa.spec, hidden=16)
+    # the reported case: plain Adam, the earlier dropout 0.1, a finite blow-up
+    cfg = _cfg(epochs=3, lr=1e3, optimizer="adam", weight_decay=0.0)
+    net = build_model(model, tiny_msa.spec, hidden=16, dropout=0.1)
     with pytest.raises(TrainingDiverged, match=r"training diverged: valid predictions reach .* times the width of "
                                                r"the training targets' range .*; try a smaller lr \(now 1000\)"):
         Trainer(net, tiny_msa, cfg, tmp_path / "r", RunConfig(train=cfg)).fit()

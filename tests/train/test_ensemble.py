@@ -185,8 +185,9 @@ def test_unsupported_models_fall_back_with_a_reason(tmp_path):
     assert len(lines) == 1 and "one at a time" in lines[0] and "memory" in lines[0]
     assert [r.test for r in res] == [a.test for a in _alone(cfgs, tmp_path)]
 
-    seq = _configs("concat", [0, 1], epochs=1, data={"n_train": 64, "n_valid": 16, "n_test": 16, "seq_len": 6})
-    assert build_model("concat", _seq_spec()).encoders.kinds["audio"] == "lstm"
+    seq = _configs("concat", [0, 1], "model.encoder=lstm", epochs=1,
+                   data={"n_train": 64, "n_valid": 16, "n_test": 16, "seq_len": 6})
+    assert build_model("concat", _seq_spec(), encoder="lstm").encoders.kinds["audio"] == "lstm"
     lines = []
     res = train_together(seq, [tmp_path / "s0", tmp_path / "s1"], log=lines.append)
     assert "vmap" in lines[0] and "one at a time" in lines[0]

@@ -216,8 +216,8 @@ class ModalityEncoders(nn.Module):
         if self.kinds[name] == "bert":  # the batch's rows let a frozen text encoder use its feature cache
             return enc(batch.extras["text_bert"], index=batch.index)
         out = enc(batch.features[name], batch.lengths.get(name))
-        presence = batch.lengths.get(name)
-        if presence is not None and batch.features[name].dim() == 2:
+        presence = batch.lengths.get(name)  # a sequence's length 0 or a vector's flag 0: the modality is missing
+        if presence is not None:
             out = out * (presence > 0).unsqueeze(1).to(out.dtype)
         return out
 
