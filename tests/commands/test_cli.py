@@ -138,3 +138,13 @@ def test_models_params_counts_parameters_against_concat(capsys):
     assert main(["models", "--params", "--models", "concat,e-mib", "--dims", "a=8,b=4"]) == 0
     out = capsys.readouterr().out
     assert "| concat" in out and "| e-mib" in out and "+0.00 %" in out
+
+
+def test_demo_prints_the_models_beside_linear_and_the_oracle(tmp_path, capsys):
+    assert main(["demo", "--models", "linear,concat", "--epochs", "2", "--data", "sim-msa", "--out",
+                 str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert {"linear", "concat", "oracle"} <= set(rows)
+    mae = {name: float(rows[name].split("|")[2]) for name in ("linear", "oracle")}
+    assert mae["oracle"] < mae["linear"]  # the generator's Bayes predictor is the floor

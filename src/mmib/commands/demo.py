@@ -16,6 +16,7 @@ ORDER = 90
 
 #: Models in the demo, with per-model option overrides (``--set`` style).
 DEMO_MODELS: dict[str, list[str]] = {
+    "linear": [],  # the yardstick: logistic regression on the pooled features
     "concat": [],
     "late": [],
     "c-mib": [],
@@ -59,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {name}: done in {seconds:.1f} s")
     metric_names = rows[0][5]
     table = [[n, *[t.get(m) for m in metric_names], p, e, f"{s:.1f}"] for n, t, p, e, s, _ in rows]
+    oracle = dataset.meta.get("oracle")
+    if oracle is not None:  # the Bayes-optimal predictions the generator knows
+        from mmib.eval.metrics import compute_metrics
+
+        test = dataset.splits["test"]
+        scores = compute_metrics(dataset.task, oracle[test], dataset.y[test])
+        table.append(["oracle", *[scores.get(m) for m in metric_names], "-", "-", "-"])
     print()
     print(f"Test results on {dataset.name} (seed {args.seed}, up to {args.epochs} epochs, best epoch by validation)")
     print(markdown_table(["model", *metric_names, "params", "best epoch", "seconds"], table))
