@@ -172,8 +172,8 @@ class RowDef:
     """One row of the study's tables.
 
     ``kind``: ``model`` (a registered model, trained for every seed pair), ``oracle``
-    (the dataset's ``meta["oracle"]`` predictions, scored without training) or ``mean``
-    (the per-pair mean of ``members``).
+    (the dataset's ``meta["oracle"]`` predictions, or those of another ``meta`` key named by
+    ``oracle: KEY``, scored without training) or ``mean`` (the per-pair mean of ``members``).
     """
 
     key: str
@@ -191,6 +191,12 @@ class RowDef:
     tune: bool = True
     members: list[str] = field(default_factory=list)
     variables: dict[str, Any] = field(default_factory=dict)
+    oracle_key: str = "oracle"
+
+    @property
+    def measure(self) -> str:
+        """The dataset measure an oracle row reads (``oracle``, or ``oracle:KEY`` for another meta key)."""
+        return "oracle" if self.oracle_key == "oracle" else f"oracle:{self.oracle_key}"
 
     def applies_to(self, data: str) -> bool:
         return self.datasets is None or data in self.datasets
@@ -269,6 +275,7 @@ class ClaimDef:
     test: str = "t"
     mode: str | None = None
     than_metrics: list[str] = field(default_factory=list)
+    why: str = ""
 
 
 @dataclass
@@ -461,7 +468,10 @@ TOP_KEYS = ("name", "title", "description", "doc", "protocol", "seeds", "data_se
 def load_study(name_or_file: str | Path) -> Study:
     """Parse and check a study (a built-in name or a YAML file)."""
     path = study_path(name_or_file)
-    return parse_study(read_yaml(path), path)
+    d = read_yaml(path)
+    if "collect" in d:
+        raise ConfigError(f"{path.name}: a collection of studies (collect:), not one study; run it with `mmib study`")
+    return parse_study(d, path)
 
 
 def parse_study(d: dict[str, Any], path: Path) -> Study:
@@ -638,6 +648,12 @@ def _row(key: str, d: dict[str, Any], variables: dict[str, Any], where: str) -> 
         if extra:
             raise _fail(where, f"an oracle row takes only label and datasets (not {extra[0]})")
         row.kind, row.tune = "oracle", False
+        if isinstance(d["oracle"], str):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d["oracle"]):
+                raise _fail(f"{where}.oracle", f"{d['oracle']!r}: true, or the meta key of per-sample predictions")
+            row.oracle_key = d["oracle"]
+        elif d["oracle"] is not True:
+            raise _fail(f"{where}.oracle", f"{d['oracle']!r}: true, or the meta key of per-sample predictions")
     elif d.get("mean") is not None:
         extra = [k for k in d if k not in ("mean", "label", "datasets")]
         if extra:
@@ -916,7 +932,7 @@ def _file_name(name: str, where: str) -> str:
 
 # ----------------------------------------------------------------------------- claims, figures, extras
 CLAIM_KEYS = ("id", "text", "better", "than", "than_metrics", "fails", "metric", "data", "alpha", "min_effect",
-              "margin", "test", "mode")
+              "margin", "test", "mode", "why")
 
 
 def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
@@ -975,8 +991,24 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
         for x in datasets:
             if not row.applies_to(x):
                 raise _fail(where, f"row {r!r} is not run on dataset {x!r} (its datasets: {', '.join(row.datasets or [])})")
+    why = _why(d.get("why"), datasets, f"{where}.why")
     return [ClaimDef(f"{base_id} [{x}]" if len(datasets) > 1 else base_id, text, better, than, metric, x, alpha, kind,
-                     nums.get("min_effect"), nums.get("margin"), test, mode, than_metrics) for x in datasets]
+                     nums.get("min_effect"), nums.get("margin"), test, mode, than_metrics, why.get(x, ""))
+            for x in datasets]
+
+
+def _why(value: Any, datasets: list[str], where: str) -> dict[str, str]:
+    """A claim's ``why`` (why its data can show the claim): one text, or one per dataset key of the claim."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        out = {str(k): " ".join(_str(v, f"{where}.{k}").split()) for k, v in value.items()}
+        for k in out:
+            if k not in datasets:
+                raise _fail(where, f"{k!r} is not a dataset of this claim ({', '.join(datasets)})")
+        return out
+    text = " ".join(_str(value, where).split())
+    return {x: text for x in datasets}
 
 
 FIGURE_KEYS = ("kind", "name", "title", "rows", "data", "metric", "x", "span", "points", "log", "representations",
