@@ -129,7 +129,8 @@ def effect_text(result: Any) -> str:
         if e.n == 0:
             parts.append(f"vs {e.than}: no paired values")
             continue
-        text = f"vs {e.than}: {_num(e.mean)} [{_num(e.ci[0])}, {_num(e.ci[1])}], p {_p(e.p_adjusted)}, {e.n} pairs"
+        who = f"{e.better} vs {e.than}" if c.worse else f"vs {e.than}"
+        text = f"{who}: {_num(e.mean)} [{_num(e.ci[0])}, {_num(e.ci[1])}], p {_p(e.p_adjusted)}, {e.n} pairs"
         if len(result.effects) > 1:
             text += f" ({e.verdict})"
         parts.append(text)

@@ -290,6 +290,9 @@ def _claim_result(col: Collected, c: S.ClaimDef) -> ClaimResult:
     if c.than_metrics:  # the row's metric against its other metrics, paired by run
         effects = [stats.compare(c.metric, m, a, col.values(c.better, c.data, m), mode, test=c.test)
                    for m in c.than_metrics]
+    elif c.worse:  # every other row beats this one
+        effects = [stats.compare(other, c.better, col.values(other, c.data, c.metric), a, mode, test=c.test)
+                   for other in c.than]
     else:
         effects = [stats.compare(c.better, other, a, col.values(other, c.data, c.metric), mode, test=c.test)
                    for other in c.than]
@@ -316,7 +319,8 @@ def claims_markdown(results: Sequence[ClaimResult], st: S.Study) -> str:
                              "-", "-", _p(e.p_adjusted), f"{e.verdict}: {e.reason}"])
                 continue
             arrow = "lower" if r.mode == "min" else "higher"
-            what = f"vs {e.than}" + (f", margin {c.margin:g}" if c.margin is not None else "") + \
+            what = (f"{e.better} vs {e.than}" if c.worse else f"vs {e.than}") + \
+                (f", margin {c.margin:g}" if c.margin is not None else "") + \
                 (f", min effect {c.min_effect:g}" if c.min_effect is not None else "")
             effect = "-" if e.n == 0 else f"{_num(e.mean)} [{_num(e.ci[0])}, {_num(e.ci[1])}]"
             dz = "-" if math.isnan(e.dz) else f"{e.dz:+.2f} [{_dz(e.dz_ci[0])}, {_dz(e.dz_ci[1])}]"

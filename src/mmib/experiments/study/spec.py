@@ -24,6 +24,14 @@ built-in files in ``mmib/experiments/studies/``)::
         claims: [{better: c-mib, than: concat, metric: mae, data: msa}]
         figure: {kind: sweep, rows: ["c-mib beta=*"], x: beta, metric: mae, data: [msa]}
 
+A claim may also say ``why`` its data can show it (a text, or one per dataset key), or name the
+row every other beats (``worse: l-mib`` with ``than: [e-mib, c-mib]``); the means of its rows
+appear beside those of the reference rows (``linear``, the oracle) on its data. ``oracle: KEY``
+scores the per-sample predictions in another ``meta`` entry (``oracle: true`` is ``meta["oracle"]``).
+With ``tuning:``, every tuned row searches its model's space except the options the row fixes
+itself (``c-mib beta=0`` keeps beta = 0 and tunes the rest). A file with ``collect: [study, ...]``
+instead of datasets, rows and sections is a collection (:mod:`mmib.experiments.study.collection`).
+
 Every error is one line naming the file and the key (``tiny.yaml: sections[0].table.rows[1]:
 unknown row 'x'``). Strings in ``rows``/``columns`` entries may use ``{var}`` for variables of
 the same entry, of its ``for:`` expansion, or of the table's other axis.
@@ -260,7 +268,8 @@ class TableDef:
 
 @dataclass
 class ClaimDef:
-    """``better`` is better than each of ``than`` on ``metric`` of ``data`` (or, ``kind: fails``, fails more often)."""
+    """``better`` is better than each of ``than`` on ``metric`` of ``data`` (or, ``kind: fails``, fails more often;
+    or, ``worse``, each of ``than`` is better than it: the row is the worst)."""
 
     id: str
     text: str
@@ -276,6 +285,7 @@ class ClaimDef:
     mode: str | None = None
     than_metrics: list[str] = field(default_factory=list)
     why: str = ""
+    worse: bool = False
 
 
 @dataclass
@@ -931,17 +941,21 @@ def _file_name(name: str, where: str) -> str:
 
 
 # ----------------------------------------------------------------------------- claims, figures, extras
-CLAIM_KEYS = ("id", "text", "better", "than", "than_metrics", "fails", "metric", "data", "alpha", "min_effect",
-              "margin", "test", "mode", "why")
+CLAIM_KEYS = ("id", "text", "better", "worse", "than", "than_metrics", "fails", "metric", "data", "alpha",
+              "min_effect", "margin", "test", "mode", "why")
 
 
 def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
     d = _mapping(value, where)
     _keys(d, CLAIM_KEYS, where)
     kind = "fails" if d.get("fails") is not None else "compare"
-    better = d.get("fails") if kind == "fails" else d.get("better")
+    worse = d.get("worse") is not None
+    if sum(d.get(k) is not None for k in ("better", "worse", "fails")) > 1:
+        raise _fail(where, "a claim names one row: better, worse or fails")
+    better = d.get("fails") if kind == "fails" else d.get("worse") if worse else d.get("better")
     if better is None:
-        raise _fail(where, "a claim names the row that should win: better (or fails, for a failure-rate claim)")
+        raise _fail(where, "a claim names the row that should win: better (or worse, the row every other beats; "
+                           "or fails, for a failure-rate claim)")
     better = _str(better, where)
     if better not in st.rows:
         raise _fail(where, f"unknown row {better!r}{_near(better, st.rows)}")
@@ -952,7 +966,7 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
     for m in than_metrics:
         check_metric(m, f"{where}.than_metrics")
     if than_metrics:  # one row, its metric against its other metrics (paired by run)
-        if kind == "fails" or d.get("than") is not None:
+        if kind == "fails" or worse or d.get("than") is not None:
             raise _fail(where, "than_metrics compares the row's metric with its other metrics: drop than")
         than = [better] * len(than_metrics)
     else:
@@ -985,6 +999,7 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
     alpha = _alpha(d.get("alpha", st.alpha), f"{where}.alpha")
     base_id = str(d.get("id") or f"{better} vs {', '.join(than_metrics or than)}")
     text = str(d.get("text") or (f"{better} fails more often than {', '.join(than)}" if kind == "fails"
+                                 else f"{better} is worse than {', '.join(than)} on {metric}" if worse
                                  else f"{better} is better than {', '.join(than)} on {metric}"))
     for r in [better, *than]:
         row = st.rows[r]
@@ -993,7 +1008,7 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
                 raise _fail(where, f"row {r!r} is not run on dataset {x!r} (its datasets: {', '.join(row.datasets or [])})")
     why = _why(d.get("why"), datasets, f"{where}.why")
     return [ClaimDef(f"{base_id} [{x}]" if len(datasets) > 1 else base_id, text, better, than, metric, x, alpha, kind,
-                     nums.get("min_effect"), nums.get("margin"), test, mode, than_metrics, why.get(x, ""))
+                     nums.get("min_effect"), nums.get("margin"), test, mode, than_metrics, why.get(x, ""), worse)
             for x in datasets]
 
 
