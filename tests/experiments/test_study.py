@@ -363,7 +363,7 @@ def test_oracle_rows_ground_truth_heads_and_a_claim_that_flips_with_the_data(tmp
     assert list(means) == ["head [s]", "head x2", "oracle"] and means["oracle"]["reference"]
     assert means["oracle"]["mean"] == pytest.approx(lines[("oracle",)]["mean"])
     assert means["head x2"]["mean"] == pytest.approx(lines[("head x2",)]["mean"]) and not means["head x2"]["reference"]
-    assert "- head [s] is better than head x2 on accuracy [toy]: the label is a function of s; x2 is noise" in \
+    assert "Why these data:\n\n- toy: the label is a function of s; x2 is noise" in \
         (out / "study.md").read_text()
     study["rows"]["bad oracle"] = {"oracle": "note"}
     study["sections"][0]["table"]["rows"].append("bad oracle")

@@ -261,8 +261,13 @@ def _run_collection(col: Any, name_or_file: str | Path, *, out: str | Path | Non
     for name in col.studies:
         if log:
             log(f"collection {col.name}: study {name}")
-        member = run_study(name, out=collection.member_out(base, name), log=log, dry_run=False,
-                           doc=bool(doc) and bool(load_study(name).doc), **reduce, **options)
+        own = load_study(name).doc
+        # --doc: every study's own document too; --doc PATH: those documents beside PATH
+        member_doc: bool | Path = False
+        if own and doc_path is not None:
+            member_doc = True if doc is True else doc_path.parent / Path(own).name
+        member = run_study(name, out=collection.member_out(base, name), log=log, dry_run=False, doc=member_doc,
+                           **reduce, **options)
         assert isinstance(member, StudyOutcome)
         members.append((name, member))
     notes = [f"--{flag} {value}" for flag, value in (("seeds", seeds), ("data-seeds", data_seeds), ("trials", trials))

@@ -15,7 +15,8 @@ directory (``OUT/NAME`` with ``--out OUT``, else the study's default), and write
 claim: the claim, its data and why they can show it (the claim's ``why:``), the command of the
 study that tests it, the means of the compared rows beside the study's reference rows
 (``linear``, the oracle), the effect with its 95 % confidence interval, and the verdict.
-``--doc`` writes the collection's document and every collected study's own document.
+``--doc`` writes the collection's document and every collected study's own document (``--doc PATH``:
+the collection's at PATH, the studies' beside it).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def command_of(name: str) -> str:
 def _num(v: float) -> str:
     if not math.isfinite(v):
         return "-"
-    return f"{v:+.2g}" if v != 0 and abs(v) < 1e-3 else f"{v:+.3f}"
+    return f"{v:+.2g}" if 1e-9 < abs(v) < 1e-3 else f"{0.0 if abs(v) <= 1e-9 else v:+.3f}"
 
 
 def _p(p: float) -> str:
@@ -105,10 +106,11 @@ def means_text(result: Any) -> str:
     """The compared rows' means, then the references' (``<br>`` between rows: one table cell)."""
     parts = []
     for m in result.means or []:
+        name = m["label"] if m.get("metric") and result.claim.than_metrics else m["row"]
         if "failed" in m:
-            parts.append(f"{m['label']}: {m['failed']} of {m['total']} runs failed")
+            parts.append(f"{name}: {m['failed']} of {m['total']} runs failed")
         elif m["n"]:
-            parts.append(f"{m['label']}: {m['text']}")
+            parts.append(f"{name}: {m['text']}")
     return "<br>".join(parts) or "-"
 
 
@@ -149,10 +151,10 @@ def metric_text(result: Any) -> str:
 
 def _link(name: str, outcome: Any, doc: Path | None) -> str:
     cmd = f"`{command_of(name)}`"
-    st = outcome.study
-    if doc is not None and st.doc:
-        rel = os.path.relpath(Path(st.doc), doc.parent)
-        return f"{cmd} ([{Path(st.doc).name}]({Path(rel).as_posix()}))"
+    written = outcome.files.get("doc")
+    if doc is not None and written is not None:
+        rel = os.path.relpath(Path(written), doc.parent)
+        return f"{cmd} ([{Path(written).name}]({Path(rel).as_posix()}))"
     return cmd
 
 

@@ -328,7 +328,7 @@ def claims_markdown(results: Sequence[ClaimResult], st: S.Study) -> str:
                          f"{e.verdict}: {e.reason}"])
     table = markdown_table(["claim: verdict", "comparison", "pairs", "effect (95 % CI)", "d_z (95 % CI)", "p (Holm)",
                             "this comparison"], rows)
-    why = [f"- {r.claim.text} [{st.datasets[r.claim.data].label}]: {r.claim.why}" for r in results if r.claim.why]
+    why = list(dict.fromkeys(f"- {st.datasets[r.claim.data].label}: {r.claim.why}" for r in results if r.claim.why))
     if why:
         table += "\n\nWhy these data:\n\n" + "\n".join(why)
     note = (f"Effect: the mean paired improvement in the claimed direction (metric units; pairs = training seed x "
