@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -310,7 +311,7 @@ def _oracle_dataset(n_samples: int = 400, seed: int = 0):
               "test": idx[3 * n_samples // 4:]}
     return MultimodalDataset("oracle-toy", {"x1": x1, "x2": x2}, y, TaskSpec("binary"), splits,
                              ground_truth=GroundTruth(slices={"s": ("x1", 0, 1), "n": ("x2", 0, 3)}, relevant=("s",)),
-                             meta={"oracle": oracle})
+                             meta={"oracle": oracle, "flipped": oracle.flip(1), "note": "not predictions"})
 
 
 @pytest.fixture
@@ -330,13 +331,17 @@ def test_oracle_rows_ground_truth_heads_and_a_claim_that_flips_with_the_data(tmp
         "train": {"epochs": 15, "batch_size": 32, "threads": 1, "lr": 1e-2},
         "datasets": {"toy": {"name": "oracle-toy"}},
         "rows": {"head [s]": {"model": "feature-head", "select": ["s"], "options": {"head_hidden": 8}},
-                 "head x2": {"model": "feature-head", "select": ["x2"], "options": {"head_hidden": 8}}},
+                 "head x2": {"model": "feature-head", "select": ["x2"], "options": {"head_hidden": 8}},
+                 "oracle, classes swapped": {"oracle": "flipped"}},
         "references": ["oracle"],
-        "sections": [{"table": {"name": "t", "data": "toy", "rows": ["head [s]", "head x2"], "columns": ["accuracy"]},
+        "sections": [{"table": {"name": "t", "data": "toy", "rows": ["head [s]", "head x2", "oracle, classes swapped"],
+                                "columns": ["accuracy"]},
                       "claims": [{"id": "oracle wins", "better": "oracle", "than": "head x2", "metric": "accuracy",
                                   "data": "toy"},
                                  {"id": "x2 wins", "better": "head x2", "than": "oracle", "metric": "accuracy",
-                                  "data": "toy"}]}],
+                                  "data": "toy"},
+                                 {"id": "s wins", "better": "head [s]", "than": "head x2", "metric": "accuracy",
+                                  "data": "toy", "why": "the label is a function of s; x2 is noise"}]}],
     }
     out = tmp_path / "out"
     outcome = run_study(write(tmp_path, study), out=out, log=None)
@@ -348,24 +353,44 @@ def test_oracle_rows_ground_truth_heads_and_a_claim_that_flips_with_the_data(tmp
         idx = ds.splits["test"]
         expected = compute_metrics(ds.task, ds.meta["oracle"][idx], ds.y[idx])["accuracy"]
         assert lines[("oracle",)]["values"][f"0,{ds_seed}"] == pytest.approx(expected)
+        # oracle: KEY scores another meta entry's predictions: the classes swapped get 1 - the oracle's accuracy
+        assert lines[("oracle, classes swapped",)]["values"][f"0,{ds_seed}"] == pytest.approx(1 - expected)
     # the head on the relevant part beats the head on pure noise
     assert lines[("head [s]",)]["mean"] > lines[("head x2",)]["mean"] + 0.1
     verdicts = {c["id"]: c["verdict"] for c in data["claims"]}
-    assert verdicts == {"oracle wins": stats.HOLDS, "x2 wins": stats.DOES_NOT_HOLD}
+    assert verdicts == {"oracle wins": stats.HOLDS, "x2 wins": stats.DOES_NOT_HOLD, "s wins": stats.HOLDS}
+    # a claim shows its rows' means beside the references (here the oracle), and says why its data can show it
+    means = {m["row"]: m for m in data["claims"][2]["means"]}
+    assert list(means) == ["head [s]", "head x2", "oracle"] and means["oracle"]["reference"]
+    assert means["oracle"]["mean"] == pytest.approx(lines[("oracle",)]["mean"])
+    assert means["head x2"]["mean"] == pytest.approx(lines[("head x2",)]["mean"]) and not means["head x2"]["reference"]
+    assert "Why these data:\n\n- toy: the label is a function of s; x2 is noise" in \
+        (out / "study.md").read_text()
+    study["rows"]["bad oracle"] = {"oracle": "note"}
+    study["sections"][0]["table"]["rows"].append("bad oracle")
+    run_study(write(tmp_path, study), out=out, log=None)
+    bad = [m for m in json.loads((out / "study.json").read_text())["measures"] if m["kind"] == "oracle:note"]
+    assert bad and "meta['note'] is not an array of per-sample predictions" in bad[0]["value"]["error"]
     cfg = yaml.safe_load(Path(lines[("head [s]",)]["runs"]["0,0"][0], "config.yaml").read_text())
     assert cfg["data"]["options"]["select"] == ["s"] and cfg["model"]["name"] == "feature-head"
 
 
 def test_tuning_gives_every_model_the_same_budget_and_runs_the_best_configuration(tmp_path):
     pytest.importorskip("optuna")
+    space = {"lr": "loguniform:1e-3:1e-2", "dropout": "uniform:0:0.5"}
     study = tiny_study(tuning={"trials": 2, "sampler": "random", "pruner": "none",
-                               "spaces": {"concat": {"lr": "loguniform:1e-3:1e-2"},
-                                          "late": {"lr": "loguniform:1e-3:1e-2"}}})
+                               "spaces": {"concat": space, "late": space}})
+    study["rows"]["late"]["options"] = {**SMALL, "dropout": 0.3}  # what the row is about: not tuned
     out = tmp_path / "out"
     outcome = run_study(write(tmp_path, study), out=out, log=None)
     assert outcome.done == 4
     data = json.loads((out / "study.json").read_text())
     assert sorted(t["cell"][0] for t in data["tuning"]) == ["concat", "late"]
+    best = {t["cell"][0]: t["best"] for t in data["tuning"]}
+    assert set(best["concat"]) == {"lr", "dropout"} and set(best["late"]) == {"lr"}
+    for r in data["runs"].values():
+        if r["row"] == "late":
+            assert yaml.safe_load(Path(r["config"]).read_text())["model"]["options"]["dropout"] == 0.3
     for t in data["tuning"]:
         assert t["trials"] == 2 and t["best"] is not None
         trials = json.loads((Path(t["out"]) / "trials.json").read_text())["trials"]
@@ -376,6 +401,42 @@ def test_tuning_gives_every_model_the_same_budget_and_runs_the_best_configuratio
         for r in runs:  # every seed of the row runs the best trial's configuration
             assert yaml.safe_load(Path(r["config"]).read_text())["train"]["lr"] == pytest.approx(best_lr)
     assert "Tuning (valid split; the same number of trials for every model)" in (out / "study.md").read_text()
+
+
+def test_a_collection_runs_its_studies_and_tabulates_every_claim(tmp_path, capsys):
+    from mmib.experiments.study.collection import effect_text, parse_collection
+
+    for name, which in (("tiny-a", "better"), ("tiny-b", "worse")):  # tiny-b: concat is worse than late
+        d = tiny_study(name=name, doc=str(tmp_path / "docs" / f"{name}.md"))
+        d["sections"][0]["claims"] = [{which: "concat", "than": "late", "metric": "mae", "data": "msa",
+                                       "why": f"why {name}"}]
+        write(tmp_path, d, f"{name}.yaml")
+    coll = write(tmp_path, {"name": "both", "title": "Both claims", "doc": str(tmp_path / "docs" / "both.md"),
+                            "collect": ["tiny-a.yaml", "tiny-b.yaml"]}, "both.yaml")
+    capsys.readouterr()
+    assert main(["study", str(coll), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("study 'both'") and "collects 2 studies" in out and "8 runs in all" in out
+    assert "study 'tiny-a'" in out and "study 'tiny-b'" in out
+    outcome = run_study(coll, out=tmp_path / "out", doc=True, log=None)
+    assert outcome.runs == 8 and outcome.done == 8 and len(outcome.claims) == 2
+    assert (tmp_path / "out" / "tiny-a" / "study.md").is_file() and (tmp_path / "docs" / "tiny-b.md").is_file()
+    doc = (tmp_path / "docs" / "both.md").read_text()
+    assert doc.startswith(f"> Generated by `mmib study {coll} --doc` from the collection `both`")
+    a, b = outcome.claims  # the two claims are opposite: their effects are the negatives of each other
+    assert a.effects[0].mean == pytest.approx(-b.effects[0].mean)
+    rows = [line for line in doc.splitlines() if line.startswith(("| concat is better", "| concat is worse"))]
+    assert len(rows) == 2 and "| msa: why tiny-a " in rows[0] and "([tiny-a.md](tiny-a.md))" in rows[0]
+    assert f"**{a.verdict}**" in rows[0] and effect_text(a) in rows[0] and "vs late: " in effect_text(a)
+    assert f"concat: {a.means[0]['text']}<br>late: " in rows[0] and "late vs concat: " in effect_text(b)
+    saved = json.loads((tmp_path / "out" / "study.json").read_text())
+    assert [c["study"] for c in saved["claims"]] == [str(tmp_path / "tiny-a.yaml"), str(tmp_path / "tiny-b.yaml")]
+    for bad, message in ((["nope"], "collect[0]: unknown study 'nope'"), (["both.yaml"], "cannot collect itself"),
+                         ([], "list at least one study")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_collection({"name": "both", "collect": bad}, coll)
+    with pytest.raises(ConfigError, match="a collection of studies"):
+        load_study(coll)
 
 
 @pytest.mark.slow

@@ -27,8 +27,10 @@ valid, then test. Sizes are chosen so that one training run of a small model
 takes seconds on one CPU thread. Each docstring says what was measured on it:
 a linear model (ridge / logistic regression on the standardised features,
 penalty chosen on valid), a small MLP (two hidden layers of 64, dropout 0.1,
-AdamW, early stopping on valid) and the oracle, on test
-(``benchmarks/claims_check.py``; docs/results/claims_data.md).
+AdamW, early stopping on valid) and the oracle, on test (measured by the former
+``benchmarks/claims_check.py``; ``mmib study claims-data --doc`` regenerates the
+table in docs/results/claims_data.md with OMIB's OMF head as the small MLP, and
+``mmib study claims`` tests each claim on these sets).
 """
 
 from __future__ import annotations

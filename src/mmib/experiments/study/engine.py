@@ -116,7 +116,7 @@ def used_cells(st: S.Study) -> tuple[dict[tuple[str, str], set[str]], set[tuple[
             return
         r = st.rows[row]
         if r.kind == "oracle":
-            measures.add((data, "oracle"))
+            measures.add((data, r.measure))
             return
         if r.kind == "mean":
             for m in r.members:
@@ -145,6 +145,10 @@ def used_cells(st: S.Study) -> tuple[dict[tuple[str, str], set[str]], set[tuple[
             need(r, c.data, None if c.kind == "fails" else c.metric)
         for m in c.than_metrics:
             need(c.better, c.data, m)
+        if c.kind == "compare" and not c.than_metrics:  # the yardsticks beside every claim
+            for r in st.references:
+                if r in st.rows:
+                    need(r, c.data, c.metric)
     for f in st.figures:
         for r in f.rows:
             for d in f.data:
@@ -217,7 +221,7 @@ def plan_study(st: S.Study, runs_dir: Path, *, jobs: int = 1, overrides: Sequenc
         base = cell_config(st, row, data, overrides)
         if jobs > 1 and base.train.threads is None:
             base.train.threads = threads_per_worker(jobs)
-        if needs_tuning(st, row_key):
+        if needs_tuning(st, row_key, data_key):
             if (row_key, data_key) not in tuned:
                 plan.untuned.append((row_key, data_key))
                 continue
@@ -236,9 +240,29 @@ def plan_study(st: S.Study, runs_dir: Path, *, jobs: int = 1, overrides: Sequenc
     return plan
 
 
-def needs_tuning(st: S.Study, row_key: str) -> bool:
+def needs_tuning(st: S.Study, row_key: str, data_key: str | None = None) -> bool:
     row = st.rows[row_key]
-    return st.tuning is not None and row.kind == "model" and row.tune and bool(space_for(st, row.model or ""))
+    return (st.tuning is not None and row.kind == "model" and row.tune
+            and bool(row_space(st, row_key, data_key)))
+
+
+def fixed_keys(row: S.RowDef, data_key: str | None = None) -> set[str]:
+    """The ``--set`` keys a row fixes itself (its options, training options and ``set:`` entries, also per
+    dataset): what it is about (``beta=0``, ``ba=false``), so the tuning budget leaves them alone."""
+    pd = row.per_data.get(data_key, {}) if data_key else {}
+    keys = {*row.options, *row.train, *pd.get("options", {}), *pd.get("train", {})}
+    for s in [*row.sets, *pd.get("set", [])]:
+        key = s.split("=", 1)[0].strip()
+        keys.add(key.split(".", 1)[1] if key.startswith(("model.", "train.")) else key)
+    return keys
+
+
+def row_space(st: S.Study, row_key: str, data_key: str | None = None) -> dict[str, str]:
+    """The search space of a row: its model's (:func:`space_for`) without the options the row fixes."""
+    row = st.rows[row_key]
+    fixed = fixed_keys(row, data_key)
+    return {k: v for k, v in space_for(st, row.model or "").items()
+            if (k.split(".", 1)[1] if k.startswith(("model.", "train.")) else k) not in fixed}
 
 
 def space_for(st: S.Study, model: str) -> dict[str, str]:
@@ -263,7 +287,7 @@ def tune_cells(plan: Plan, storage: str, jobs: int, overrides: Sequence[str], lo
     for cell in plan.untuned:  # only cells of a study with a tuning budget are untuned
         row, data = st.rows[cell[0]], st.datasets[cell[1]]
         assert st.tuning is not None and row.model is not None
-        space = space_for(st, row.model)
+        space = row_space(st, cell[0], cell[1])
         params = [f"{k}={v}" for k, v in space.items()]
         base = seeded(cell_config(st, row, data, overrides), st.pairs[0])
         t = st.tuning
@@ -443,8 +467,8 @@ def measure(st: S.Study, store: RunStore, data_key: str, data_seed: int, kind: s
     from mmib.api import dataset_from_config
 
     ds = dataset_from_config(cfg)
-    if kind == "oracle":
-        value = oracle_metrics(ds)
+    if kind == "oracle" or kind.startswith("oracle:"):
+        value = oracle_metrics(ds, kind.partition(":")[2] or "oracle")
     else:
         from mmib.eval.bounds import MineSettings, beta_bounds
 
@@ -453,19 +477,22 @@ def measure(st: S.Study, store: RunStore, data_key: str, data_seed: int, kind: s
     return value
 
 
-def oracle_metrics(ds: Any) -> dict[str, dict[str, float]]:
-    """``{split: metrics}`` of the dataset's ``meta["oracle"]`` predictions (``{}`` without an oracle)."""
+def oracle_metrics(ds: Any, key: str = "oracle") -> dict[str, dict[str, float]]:
+    """``{split: metrics}`` of the dataset's ``meta[key]`` predictions (``{}`` without them)."""
+    import numpy as np
     import torch
 
     from mmib.errors import DataError
     from mmib.eval.metrics import compute_metrics
 
-    oracle = ds.meta.get("oracle")
+    oracle = ds.meta.get(key)
     if oracle is None:
         return {}
+    if not isinstance(oracle, (torch.Tensor, np.ndarray)):
+        raise DataError(f"{ds.name}: meta[{key!r}] is not an array of per-sample predictions")
     oracle = torch.as_tensor(oracle)
     if oracle.shape[0] != len(ds):
-        raise DataError(f"{ds.name}: meta['oracle'] has {oracle.shape[0]} rows, the dataset {len(ds)}")
+        raise DataError(f"{ds.name}: meta[{key!r}] has {oracle.shape[0]} rows, the dataset {len(ds)}")
     out = {}
     for split in ("valid", "test"):
         idx = ds.splits.get(split)
@@ -557,7 +584,7 @@ class Collected:
             split, name = (head, rest) if head in ("valid", "test") and rest else (st.split, metric)
             out = {}
             for pair in st.pairs:
-                v = self.measures.get((data, pair[1], "oracle"), {}).get(split, {}).get(name)
+                v = self.measures.get((data, pair[1], r.measure), {}).get(split, {}).get(name)
                 if isinstance(v, (int, float)) and math.isfinite(v):
                     out[pair] = float(v)
             return out

@@ -228,17 +228,49 @@ class ClaimResult:
     note: str = ""
 
     runs: dict[str, dict[str, list[str]]] | None = None
+    means: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self.claim), "verdict": self.verdict, "mode": self.mode, "note": self.note,
-                "effects": [e.to_dict() for e in self.effects], "runs": self.runs}
+                "effects": [e.to_dict() for e in self.effects], "runs": self.runs, "means": self.means}
 
 
 def claim_result(col: Collected, c: S.ClaimDef) -> ClaimResult:
-    """The claim's effects and verdict, with the run directories of every row it compares."""
+    """The claim's effects and verdict, with the run directories of every row it compares and the means of
+    those rows and of the study's reference rows (its yardsticks)."""
     result = _claim_result(col, c)
     result.runs = {r: {_pair_key(p): v for p, v in col.sources(r, c.data).items()} for r in dict.fromkeys([c.better, *c.than])}
+    result.means = claim_means(col, c)
     return result
+
+
+def claim_means(col: Collected, c: S.ClaimDef) -> list[dict[str, Any]]:
+    """Each compared row (and each reference row of the study on the claim's data) with its mean on the claim's
+    metric; for a failure claim, its failed and total runs."""
+    st = col.study
+    if c.kind == "fails":
+        out = []
+        for r in dict.fromkeys([c.better, *c.than]):
+            failed, total = col.failures(r, c.data, None)
+            out.append({"row": r, "label": st.rows[r].display, "failed": failed, "total": total, "reference": False})
+        return out
+    entries = [(c.better, c.metric)] + ([(c.better, m) for m in c.than_metrics] if c.than_metrics
+                                        else [(t, c.metric) for t in c.than])
+    compared = {r for r, _ in entries}
+    refs = [r for r in claim_references(st, c) if r not in compared]
+    out = []
+    for r, m in entries + [(r, c.metric) for r in refs]:
+        cell = cell_result(col, S.CellRef(r, c.data, m))
+        out.append({"row": r, "label": st.rows[r].display + (f" ({m})" if c.than_metrics else ""), "metric": m,
+                    "mean": cell.mean, "std": cell.std, "n": cell.n, "text": cell.text, "reference": r in refs})
+    return out
+
+
+def claim_references(st: S.Study, c: S.ClaimDef) -> list[str]:
+    """The study's reference rows (``linear``, the oracle) that apply to a claim's data: shown beside its verdict."""
+    if c.kind == "fails" or c.than_metrics:
+        return []
+    return [r for r in st.references if r in st.rows and st.rows[r].applies_to(c.data)]
 
 
 def _claim_result(col: Collected, c: S.ClaimDef) -> ClaimResult:
@@ -258,6 +290,9 @@ def _claim_result(col: Collected, c: S.ClaimDef) -> ClaimResult:
     if c.than_metrics:  # the row's metric against its other metrics, paired by run
         effects = [stats.compare(c.metric, m, a, col.values(c.better, c.data, m), mode, test=c.test)
                    for m in c.than_metrics]
+    elif c.worse:  # every other row beats this one
+        effects = [stats.compare(other, c.better, col.values(other, c.data, c.metric), a, mode, test=c.test)
+                   for other in c.than]
     else:
         effects = [stats.compare(c.better, other, a, col.values(other, c.data, c.metric), mode, test=c.test)
                    for other in c.than]
@@ -284,7 +319,8 @@ def claims_markdown(results: Sequence[ClaimResult], st: S.Study) -> str:
                              "-", "-", _p(e.p_adjusted), f"{e.verdict}: {e.reason}"])
                 continue
             arrow = "lower" if r.mode == "min" else "higher"
-            what = f"vs {e.than}" + (f", margin {c.margin:g}" if c.margin is not None else "") + \
+            what = (f"{e.better} vs {e.than}" if c.worse else f"vs {e.than}") + \
+                (f", margin {c.margin:g}" if c.margin is not None else "") + \
                 (f", min effect {c.min_effect:g}" if c.min_effect is not None else "")
             effect = "-" if e.n == 0 else f"{_num(e.mean)} [{_num(e.ci[0])}, {_num(e.ci[1])}]"
             dz = "-" if math.isnan(e.dz) else f"{e.dz:+.2f} [{_dz(e.dz_ci[0])}, {_dz(e.dz_ci[1])}]"
@@ -292,6 +328,9 @@ def claims_markdown(results: Sequence[ClaimResult], st: S.Study) -> str:
                          f"{e.verdict}: {e.reason}"])
     table = markdown_table(["claim: verdict", "comparison", "pairs", "effect (95 % CI)", "d_z (95 % CI)", "p (Holm)",
                             "this comparison"], rows)
+    why = list(dict.fromkeys(f"- {st.datasets[r.claim.data].label}: {r.claim.why}" for r in results if r.claim.why))
+    if why:
+        table += "\n\nWhy these data:\n\n" + "\n".join(why)
     note = (f"Effect: the mean paired improvement in the claimed direction (metric units; pairs = training seed x "
             f"data seed), with its 95 % t interval; d_z: the mean over the standard deviation of the paired "
             f"differences, with its exact 95 % interval. Tests: {'paired t-test' if all(x.claim.test == 't' for x in results) else 'paired t-test or Wilcoxon signed-rank (per claim)'}"

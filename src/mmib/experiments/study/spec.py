@@ -24,6 +24,14 @@ built-in files in ``mmib/experiments/studies/``)::
         claims: [{better: c-mib, than: concat, metric: mae, data: msa}]
         figure: {kind: sweep, rows: ["c-mib beta=*"], x: beta, metric: mae, data: [msa]}
 
+A claim may also say ``why`` its data can show it (a text, or one per dataset key), or name the
+row every other beats (``worse: l-mib`` with ``than: [e-mib, c-mib]``); the means of its rows
+appear beside those of the reference rows (``linear``, the oracle) on its data. ``oracle: KEY``
+scores the per-sample predictions in another ``meta`` entry (``oracle: true`` is ``meta["oracle"]``).
+With ``tuning:``, every tuned row searches its model's space except the options the row fixes
+itself (``c-mib beta=0`` keeps beta = 0 and tunes the rest). A file with ``collect: [study, ...]``
+instead of datasets, rows and sections is a collection (:mod:`mmib.experiments.study.collection`).
+
 Every error is one line naming the file and the key (``tiny.yaml: sections[0].table.rows[1]:
 unknown row 'x'``). Strings in ``rows``/``columns`` entries may use ``{var}`` for variables of
 the same entry, of its ``for:`` expansion, or of the table's other axis.
@@ -172,8 +180,8 @@ class RowDef:
     """One row of the study's tables.
 
     ``kind``: ``model`` (a registered model, trained for every seed pair), ``oracle``
-    (the dataset's ``meta["oracle"]`` predictions, scored without training) or ``mean``
-    (the per-pair mean of ``members``).
+    (the dataset's ``meta["oracle"]`` predictions, or those of another ``meta`` key named by
+    ``oracle: KEY``, scored without training) or ``mean`` (the per-pair mean of ``members``).
     """
 
     key: str
@@ -191,6 +199,12 @@ class RowDef:
     tune: bool = True
     members: list[str] = field(default_factory=list)
     variables: dict[str, Any] = field(default_factory=dict)
+    oracle_key: str = "oracle"
+
+    @property
+    def measure(self) -> str:
+        """The dataset measure an oracle row reads (``oracle``, or ``oracle:KEY`` for another meta key)."""
+        return "oracle" if self.oracle_key == "oracle" else f"oracle:{self.oracle_key}"
 
     def applies_to(self, data: str) -> bool:
         return self.datasets is None or data in self.datasets
@@ -254,7 +268,8 @@ class TableDef:
 
 @dataclass
 class ClaimDef:
-    """``better`` is better than each of ``than`` on ``metric`` of ``data`` (or, ``kind: fails``, fails more often)."""
+    """``better`` is better than each of ``than`` on ``metric`` of ``data`` (or, ``kind: fails``, fails more often;
+    or, ``worse``, each of ``than`` is better than it: the row is the worst)."""
 
     id: str
     text: str
@@ -269,6 +284,8 @@ class ClaimDef:
     test: str = "t"
     mode: str | None = None
     than_metrics: list[str] = field(default_factory=list)
+    why: str = ""
+    worse: bool = False
 
 
 @dataclass
@@ -461,7 +478,10 @@ TOP_KEYS = ("name", "title", "description", "doc", "protocol", "seeds", "data_se
 def load_study(name_or_file: str | Path) -> Study:
     """Parse and check a study (a built-in name or a YAML file)."""
     path = study_path(name_or_file)
-    return parse_study(read_yaml(path), path)
+    d = read_yaml(path)
+    if "collect" in d:
+        raise ConfigError(f"{path.name}: a collection of studies (collect:), not one study; run it with `mmib study`")
+    return parse_study(d, path)
 
 
 def parse_study(d: dict[str, Any], path: Path) -> Study:
@@ -638,6 +658,12 @@ def _row(key: str, d: dict[str, Any], variables: dict[str, Any], where: str) -> 
         if extra:
             raise _fail(where, f"an oracle row takes only label and datasets (not {extra[0]})")
         row.kind, row.tune = "oracle", False
+        if isinstance(d["oracle"], str):
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", d["oracle"]):
+                raise _fail(f"{where}.oracle", f"{d['oracle']!r}: true, or the meta key of per-sample predictions")
+            row.oracle_key = d["oracle"]
+        elif d["oracle"] is not True:
+            raise _fail(f"{where}.oracle", f"{d['oracle']!r}: true, or the meta key of per-sample predictions")
     elif d.get("mean") is not None:
         extra = [k for k in d if k not in ("mean", "label", "datasets")]
         if extra:
@@ -915,17 +941,21 @@ def _file_name(name: str, where: str) -> str:
 
 
 # ----------------------------------------------------------------------------- claims, figures, extras
-CLAIM_KEYS = ("id", "text", "better", "than", "than_metrics", "fails", "metric", "data", "alpha", "min_effect",
-              "margin", "test", "mode")
+CLAIM_KEYS = ("id", "text", "better", "worse", "than", "than_metrics", "fails", "metric", "data", "alpha",
+              "min_effect", "margin", "test", "mode", "why")
 
 
 def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
     d = _mapping(value, where)
     _keys(d, CLAIM_KEYS, where)
     kind = "fails" if d.get("fails") is not None else "compare"
-    better = d.get("fails") if kind == "fails" else d.get("better")
+    worse = d.get("worse") is not None
+    if sum(d.get(k) is not None for k in ("better", "worse", "fails")) > 1:
+        raise _fail(where, "a claim names one row: better, worse or fails")
+    better = d.get("fails") if kind == "fails" else d.get("worse") if worse else d.get("better")
     if better is None:
-        raise _fail(where, "a claim names the row that should win: better (or fails, for a failure-rate claim)")
+        raise _fail(where, "a claim names the row that should win: better (or worse, the row every other beats; "
+                           "or fails, for a failure-rate claim)")
     better = _str(better, where)
     if better not in st.rows:
         raise _fail(where, f"unknown row {better!r}{_near(better, st.rows)}")
@@ -936,7 +966,7 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
     for m in than_metrics:
         check_metric(m, f"{where}.than_metrics")
     if than_metrics:  # one row, its metric against its other metrics (paired by run)
-        if kind == "fails" or d.get("than") is not None:
+        if kind == "fails" or worse or d.get("than") is not None:
             raise _fail(where, "than_metrics compares the row's metric with its other metrics: drop than")
         than = [better] * len(than_metrics)
     else:
@@ -969,14 +999,31 @@ def _claims(st: Study, value: Any, where: str) -> list[ClaimDef]:
     alpha = _alpha(d.get("alpha", st.alpha), f"{where}.alpha")
     base_id = str(d.get("id") or f"{better} vs {', '.join(than_metrics or than)}")
     text = str(d.get("text") or (f"{better} fails more often than {', '.join(than)}" if kind == "fails"
+                                 else f"{better} is worse than {', '.join(than)} on {metric}" if worse
                                  else f"{better} is better than {', '.join(than)} on {metric}"))
     for r in [better, *than]:
         row = st.rows[r]
         for x in datasets:
             if not row.applies_to(x):
                 raise _fail(where, f"row {r!r} is not run on dataset {x!r} (its datasets: {', '.join(row.datasets or [])})")
+    why = _why(d.get("why"), datasets, f"{where}.why")
     return [ClaimDef(f"{base_id} [{x}]" if len(datasets) > 1 else base_id, text, better, than, metric, x, alpha, kind,
-                     nums.get("min_effect"), nums.get("margin"), test, mode, than_metrics) for x in datasets]
+                     nums.get("min_effect"), nums.get("margin"), test, mode, than_metrics, why.get(x, ""), worse)
+            for x in datasets]
+
+
+def _why(value: Any, datasets: list[str], where: str) -> dict[str, str]:
+    """A claim's ``why`` (why its data can show the claim): one text, or one per dataset key of the claim."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        out = {str(k): " ".join(_str(v, f"{where}.{k}").split()) for k, v in value.items()}
+        for k in out:
+            if k not in datasets:
+                raise _fail(where, f"{k!r} is not a dataset of this claim ({', '.join(datasets)})")
+        return out
+    text = " ".join(_str(value, where).split())
+    return {x: text for x in datasets}
 
 
 FIGURE_KEYS = ("kind", "name", "title", "rows", "data", "metric", "x", "span", "points", "log", "representations",
