@@ -53,7 +53,22 @@ def test_concat_on_sequences(tiny_msa_seq):
 def test_late_fusion_learns_sim_i(tiny_sim):
     result = train(model="late", dataset=tiny_sim, epochs=15, progress=False)
     assert result.test["accuracy"] > 0.65
-    assert set(result.history[0]["train"]) == {"loss", "task_x1", "task_x2"}
+    assert set(result.history[0]["train"]) == {"loss", "task", "task_x1", "task_x2"}
+
+
+@pytest.mark.parametrize("late_loss", ["fused", "separate"])
+def test_late_fusion_loss_is_on_the_averaged_prediction_or_on_each_head(late_loss):
+    torch.manual_seed(0)
+    spec = DatasetSpec((ModalitySpec("a", 3), ModalitySpec("b", 2)), TaskSpec("regression"))
+    model = build_model("late", spec, hidden=4, late_loss=late_loss).eval()
+    batch = Batch({"a": torch.randn(5, 3), "b": torch.randn(5, 2)}, {}, torch.randn(5), torch.arange(5))
+    preds = [model(batch).representations[f"pred_{m}"] for m in "ab"]
+    fused = (preds[0] + preds[1]).div(2).sub(batch.y).abs().mean()
+    separate = (preds[0].sub(batch.y).abs().mean() + preds[1].sub(batch.y).abs().mean()) / 2
+    loss = model.objective(batch, "main", "main").total
+    assert torch.isclose(loss, fused if late_loss == "fused" else separate)
+    with pytest.raises(ConfigError, match="late_loss 'mean' is not one of fused, separate"):
+        build_model("late", spec, late_loss="mean")
 
 
 def test_feature_head_is_one_mlp_on_the_concatenated_features():

@@ -119,6 +119,8 @@ class MIBModel(MultimodalModel):
         fusion_hidden: int = 50
         fusion_out: int = 50
         fused_task_weight: float = field(default=1.0, metadata={"help": "2: the reference code's double count"})
+        unimodal_task_weight: float = field(default=1.0, metadata={
+            "help": "weight of each per-modality decoder's task loss (l-mib, c-mib; 1: eqs. 17 and 21)"})
         head_hidden: int | None = None
 
     def __init__(self, spec: DatasetSpec, options: "MIBModel.Options") -> None:
@@ -224,7 +226,7 @@ class MIBModel(MultimodalModel):
             pred = head_output(self.task, self.decoders[m](b.z))
             terms[f"task_{m}"] = task_loss(self.task, pred, batch.y, o.regression_loss)
             terms[f"kl_{m}"] = b.kl
-            total = total + terms[f"task_{m}"] + beta * b.kl
+            total = total + o.unimodal_task_weight * terms[f"task_{m}"] + beta * b.kl
         return Objective(total, terms)
 
 
