@@ -196,7 +196,7 @@ def test_compare_jobs_gives_unsupported_groups_back_as_single_runs(tmp_path, tin
     """An LSTM over sequences fails the vmap trial in its worker: its seeds come back as one task each."""
     lines: list[str] = []
     data = {"n_train": 64, "n_valid": 16, "n_test": 16, "seq_len": 5}
-    c = compare(["concat"], "sim-msa", 4, tmp_path / "s", jobs=2, data_options=data, overrides=tiny_sets, epochs=1,
+    c = compare(["concat"], "sim-msa", 4, tmp_path / "s", jobs=2, data_options=data, overrides=[*tiny_sets, "model.encoder=lstm"], epochs=1,
                 reference=False,
                 log=lines.append)
     assert any("one at a time (concat does not run under torch.func.vmap" in line for line in lines)
