@@ -132,3 +132,12 @@ def test_a_resolved_config_keeps_a_user_value_equal_to_the_builtin_default(prese
     assert again.train.weight_decay == 0.0 and again == cfg
     overridden = make_config(config=cfg, overrides=["lr=0.5"])  # a later override still wins over the preset
     assert overridden.train.lr == 0.5 and "train.lr" not in overridden.preset.applied
+
+
+def test_the_builtin_sim_msa_presets_weigh_the_per_modality_task_losses_down():
+    """C-MIB and L-MIB lose to linear on sim-msa with eq. 21's unimodal weights (see mmib/presets/c-mib.yaml);
+    the built-in presets apply there only, and preset.use=false gives the paper's weights back."""
+    assert make_config("c-mib", "sim-msa").model.options["unimodal_task_weight"] == 0.0
+    assert make_config("l-mib", "sim-msa").model.options["unimodal_task_weight"] == 0.1
+    assert "unimodal_task_weight" not in make_config("c-mib", "sim-i").model.options
+    assert "unimodal_task_weight" not in make_config("c-mib", "sim-msa", overrides=["preset.use=false"]).model.options
