@@ -120,7 +120,7 @@ class MIBModel(MultimodalModel):
         fusion_out: int = 50
         fused_task_weight: float = field(default=1.0, metadata={"help": "2: the reference code's double count"})
         unimodal_task_weight: float = field(default=1.0, metadata={
-            "help": "weight of each per-modality decoder's task loss (l-mib, c-mib; 1: eqs. 17 and 21)"})
+            "help": "weight of each per-modality decoder's task loss (1: eqs. 17 and 21; unused without per-modality bottlenecks)"})
         head_hidden: int | None = None
 
     def __init__(self, spec: DatasetSpec, options: "MIBModel.Options") -> None:
