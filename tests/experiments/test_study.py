@@ -104,6 +104,23 @@ def test_bad_files_are_one_line_errors(tmp_path):
     assert main(["study", str(tmp_path / "bad.yaml"), "--dry-run"]) == 2
 
 
+def test_a_data_option_typo_fails_the_dry_run_with_the_row_and_the_valid_options(tmp_path, capsys):
+    d = tiny_study(datasets={"msa": {"name": "sim-msa", "options": {**TINY, "n_trian": 10}}})
+    assert main(["study", str(write(tmp_path, d)), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "tiny.yaml: rows.concat on msa: dataset 'sim-msa' has no option 'n_trian'" in err
+    assert "did you mean 'n_train'" in err and "\n" not in err
+    d = tiny_study(rows={"concat": {"options": SMALL, "data": {"noise": "loud"}}, "late": {"options": SMALL}})
+    assert main(["study", str(write(tmp_path, d)), "--dry-run"]) == 2
+    assert "rows.concat on msa: dataset 'sim-msa' has no option 'noise'" in capsys.readouterr().err
+
+
+def test_the_review13_record_is_a_valid_study(capsys):
+    review = Path(__file__).resolve().parents[2] / "docs" / "reviews" / "review13.yaml"
+    assert main(["study", str(review), "--dry-run"]) == 0
+    assert "study 'review13'" in capsys.readouterr().out
+
+
 def test_grids_globs_mean_rows_and_table_templates_expand(tmp_path):
     d = tiny_study(rows={
         "{model}/{fusion}": {"grid": {"model": ["e-mib", "c-mib"], "fusion": ["concat", "add"]}},

@@ -73,6 +73,11 @@ def list_datasets() -> list[DatasetEntry]:
     return sorted(_entries().values(), key=lambda e: e.name)
 
 
+def dataset_names() -> set[str]:
+    """The names of the registered datasets."""
+    return set(_entries())
+
+
 def loader_options(loader: Callable[..., Any]) -> dict[str, inspect.Parameter]:
     """The keyword options a loader accepts (its signature minus ``path``)."""
     return {k: p for k, p in inspect.signature(loader).parameters.items() if k != "path"}
@@ -86,6 +91,29 @@ def _select_items(value: Any) -> list[str] | None:
     if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) and i.strip() for i in items):
         raise ConfigError(f"data.select {value!r}: expected modality or ground-truth part names, e.g. a0,b0 or x1")
     return [i.strip() for i in items]
+
+
+def data_option_values(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options of registered dataset ``name``, checked against its loader and coerced to the
+    loader's types (``select`` excepted): a typo is an error naming the valid options, before any
+    data are read (``mmib study --dry-run`` checks every row's data options with it)."""
+    entries = _entries()
+    if name not in entries:
+        raise ConfigError(f"unknown dataset {name!r}{suggest(name, entries)}; available: {', '.join(sorted(entries))}")
+    entry = entries[name]
+    params = loader_options(entry.loader)
+    hints = typing.get_type_hints(entry.loader)
+    kwargs: dict[str, Any] = {}
+    for key, value in options.items():
+        if key == "select":
+            continue
+        if key not in params:
+            raise ConfigError(
+                f"dataset {name!r} has no option {key!r}{suggest(key, [*params, 'select'])}; "
+                f"options: {', '.join(params) or 'none'} (and select, for every dataset)"
+            )
+        kwargs[key] = coerce(value, hints.get(key, Any), f"data.{key}")
+    return kwargs
 
 
 def load_dataset(
@@ -115,15 +143,7 @@ def load_dataset(
     entry = entries[name]
     select = _select_items(options.pop("select", None))
     params = loader_options(entry.loader)
-    hints = typing.get_type_hints(entry.loader)
-    kwargs: dict[str, Any] = {}
-    for key, value in options.items():
-        if key not in params:
-            raise ConfigError(
-                f"dataset {name!r} has no option {key!r}{suggest(key, [*params, 'select'])}; "
-                f"options: {', '.join(params) or 'none'} (and select, for every dataset)"
-            )
-        kwargs[key] = coerce(value, hints.get(key, Any), f"data.{key}")
+    kwargs = data_option_values(name, options)
     if "seed" in params:
         kwargs.setdefault("seed", seed)
     if "replace_nonfinite" in params:
