@@ -93,19 +93,31 @@ def dz_ci(d: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, tuple[f
         value = 0.0 if m == 0 else math.copysign(math.inf, m)
         return value, (value, value)
     dz = m / sd
-    t_obs = dz * math.sqrt(n)
+    # The interval of -d_z is the mirror of d_z's, so solve for |t| only: scipy's noncentral t cdf
+    # returns NaN far in the tail on the other side of zero (t < 0 with ncp > 0, ...).
+    t_obs = abs(dz) * math.sqrt(n)
     df = n - 1
+    width = 4.0 * math.sqrt(1.0 + t_obs * t_obs / (2.0 * df)) + 2.0  # well past the interval's ends
 
     def bound(q: float) -> float:
         f = lambda ncp: float(stats.nct.cdf(t_obs, df, ncp)) - q  # noqa: E731
-        lo, hi = t_obs - 10 - abs(t_obs), t_obs + 10 + abs(t_obs)
+        lo, hi = t_obs - width, t_obs + width
+        for _ in range(60):  # pull an end back towards t while the cdf is not finite there
+            if math.isfinite(f(lo)):
+                break
+            lo = (lo + t_obs) / 2
+        for _ in range(60):
+            if math.isfinite(f(hi)):
+                break
+            hi = (hi + t_obs) / 2
         try:
             return optimize.brentq(f, lo, hi) / math.sqrt(n)
         except ValueError:
             return math.nan
 
     alpha = 1 - confidence
-    return dz, (bound(1 - alpha / 2), bound(alpha / 2))
+    low, high = bound(1 - alpha / 2), bound(alpha / 2)
+    return (dz, (low, high)) if dz >= 0 else (dz, (-high, -low))
 
 
 def p_value(d: np.ndarray, test: str = "t", shift: float = 0.0, alternative: str = "two-sided") -> float:
