@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -58,8 +59,19 @@ def finish_panels(fig: Any, axes: Sequence[Any], used: int, title: str, path: st
     """Hide the grid's unused panels (those after the first ``used``), title the figure and save it."""
     for ax in axes[used:]:
         ax.axis("off")
-    fig.suptitle(title, fontsize=9)
+    width, height = fig.get_size_inches()
+    lines = fit_text(title, width, 9)
+    if lines.count("\n"):  # room for the extra lines above the panels
+        fig.subplots_adjust(top=1 - (0.55 + 0.15 * (lines.count("\n") + 1)) / height)
+    fig.suptitle(lines, fontsize=9)
     return save(fig, path)
+
+
+def fit_text(text: str, width_inches: float, fontsize: float) -> str:
+    """``text`` wrapped into lines that fit ``width_inches`` at ``fontsize`` points (a title that
+    runs past the figure's edge is cut off in the PNG)."""
+    chars = max(10, int(width_inches * 72 / (0.55 * fontsize)))
+    return textwrap.fill(str(text), chars)
 
 
 def _grid(n: int, cols: int = 4) -> tuple[int, int]:
@@ -154,7 +166,7 @@ def kl_per_modality(groups: Sequence[tuple[str, Sequence[Sequence[dict[str, Any]
             xs = sorted(per_epoch)
             ax.plot(xs, [float(np.mean(per_epoch[x])) for x in xs], lw=1.3, label=name,
                     ls="--" if name.endswith("joint") else "-")
-        ax.set_title(label, fontsize=8)
+        ax.set_title(fit_text(label, ax.get_position().width * fig.get_figwidth(), 8), fontsize=8)
         ax.xaxis.set_major_locator(_integer_ticks())
         ax.set_xlabel("epoch", fontsize=7)
         ax.set_ylabel("KL (nats)", fontsize=7)
@@ -224,7 +236,7 @@ def tsne_panels(panels: Sequence[tuple[str, np.ndarray, np.ndarray, str, list[st
                 name = names[c] if names and 0 <= c < len(names) else ("none" if c < 0 else str(c))
                 ax.scatter(pts[sel, 0], pts[sel, 1], s=5, alpha=0.8, label=name)
             ax.legend(fontsize=6, markerscale=2)
-        ax.set_title(label, fontsize=8)
+        ax.set_title(fit_text(label, ax.get_position().width * fig.get_figwidth(), 8), fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
     return finish_panels(fig, axes, len(panels), title, path)
@@ -256,7 +268,7 @@ def sweep_panels(
                        label=panel.get("points_label"))
         if log:
             ax.set_xscale("log")
-        ax.set_title(panel["title"], fontsize=8)
+        ax.set_title(fit_text(panel["title"], ax.get_position().width * fig.get_figwidth(), 8), fontsize=8)
         ax.set_xlabel(xlabel, fontsize=7)
         ax.set_ylabel(ylabel, fontsize=7)
         ax.tick_params(labelsize=7)
