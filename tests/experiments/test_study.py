@@ -198,21 +198,22 @@ def test_paired_effect_ci_and_dz_match_closed_forms():
     assert stats.holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
 
 
-@pytest.mark.parametrize("dz", [-7.65, -2.81, -1.44, 1.05, 2.24, 7.65])
-def test_dz_interval_is_finite_and_mirrors_for_negative_effects(dz):
+@pytest.mark.parametrize("n, dz", [(10, -7.65), (10, -2.81), (10, -1.44), (10, 1.05), (10, 2.24), (10, 7.65),
+                                   (3, 8.12), (3, -9.14), (3, 17.0), (5, 0.1)])
+def test_dz_interval_is_finite_and_mirrors_for_negative_effects(n, dz):
     from scipy import stats as ss
 
     rng = np.random.default_rng(0)
-    e = rng.normal(size=10)
+    e = rng.normal(size=n)
     e = (e - e.mean()) / e.std(ddof=1)  # mean 0, sd 1: d = e + dz has d_z = dz exactly
     value, (lo, hi) = stats.dz_ci(e + dz)
     assert value == pytest.approx(dz) and math.isfinite(lo) and math.isfinite(hi) and lo < dz < hi
     _, (mlo, mhi) = stats.dz_ci(-(e + dz))
     assert (mlo, mhi) == pytest.approx((-hi, -lo))
-    t_abs = abs(dz) * math.sqrt(10)  # the ends give |t| the tail masses (on |d_z|'s side)
+    t_abs = abs(dz) * math.sqrt(n)  # the ends give |t| the tail masses (on |d_z|'s side)
     ends = (lo, hi) if dz > 0 else (-hi, -lo)
-    assert ss.nct.cdf(t_abs, 9, ends[0] * math.sqrt(10)) == pytest.approx(0.975, abs=1e-6)
-    assert ss.nct.cdf(t_abs, 9, ends[1] * math.sqrt(10)) == pytest.approx(0.025, abs=1e-6)
+    assert ss.nct.cdf(t_abs, n - 1, ends[0] * math.sqrt(n)) == pytest.approx(0.975, abs=1e-6)
+    assert ss.nct.cdf(t_abs, n - 1, ends[1] * math.sqrt(n)) == pytest.approx(0.025, abs=1e-6)
 
 
 def _values(xs):

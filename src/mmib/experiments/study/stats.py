@@ -97,23 +97,28 @@ def dz_ci(d: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, tuple[f
     # returns NaN far in the tail on the other side of zero (t < 0 with ncp > 0, ...).
     t_obs = abs(dz) * math.sqrt(n)
     df = n - 1
-    width = 4.0 * math.sqrt(1.0 + t_obs * t_obs / (2.0 * df)) + 2.0  # well past the interval's ends
+    scale = math.sqrt(1.0 + t_obs * t_obs / (2.0 * df))  # about the noncentral t's spread at ncp = t
 
     def bound(q: float) -> float:
+        # The cdf falls as ncp grows; walk out from ncp = t in growing steps until it crosses q, then
+        # bracket the root there: the far tails, where the cdf is NaN or stuck at 0 or 1, are never reached.
         f = lambda ncp: float(stats.nct.cdf(t_obs, df, ncp)) - q  # noqa: E731
-        lo, hi = t_obs - width, t_obs + width
-        for _ in range(60):  # pull an end back towards t while the cdf is not finite there
-            if math.isfinite(f(lo)):
-                break
-            lo = (lo + t_obs) / 2
-        for _ in range(60):
-            if math.isfinite(f(hi)):
-                break
-            hi = (hi + t_obs) / 2
-        try:
-            return optimize.brentq(f, lo, hi) / math.sqrt(n)
-        except ValueError:
+        f0 = f(t_obs)
+        if not math.isfinite(f0):
             return math.nan
+        if f0 == 0:
+            return t_obs / math.sqrt(n)
+        direction = 1.0 if f0 > 0 else -1.0
+        prev, step = t_obs, 0.5 * scale
+        for _ in range(100):
+            x = prev + direction * step
+            fx = f(x)
+            if not math.isfinite(fx):
+                return math.nan
+            if (fx > 0) != (f0 > 0) or fx == 0:
+                return optimize.brentq(f, min(prev, x), max(prev, x)) / math.sqrt(n)
+            prev, step = x, step * 1.5
+        return math.nan
 
     alpha = 1 - confidence
     low, high = bound(1 - alpha / 2), bound(alpha / 2)
