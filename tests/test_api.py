@@ -17,6 +17,10 @@ def test_unknown_model_and_option_fail_before_any_data_is_loaded(monkeypatch):
         make_config("c-mib", "sim-i", overrides=["model.nonsense=1"])
     cfg = make_config("c-mib", "sim-i", overrides=["beta=0.01"])
     assert cfg.model.name == "c-mib" and cfg.model.options["beta"] == 0.01
+    with pytest.raises(ConfigError, match=r"dataset 'sim-anomaly' has no option 'mdoe' \(did you mean 'mode'\?\)"):
+        make_config("concat", "sim-anomaly", overrides=["data.mdoe=scale"])
+    cfg = make_config("concat", "sim-anomaly", data_options={"mode": "class", "select": ["a0"]})
+    assert cfg.data.options == {"mode": "class", "select": ["a0"]}
 
 
 def test_a_complete_config_keeps_the_users_training_options_through_train(tmp_path, tiny_msa):

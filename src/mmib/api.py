@@ -21,7 +21,7 @@ from mmib.config import (
     read_config_dict,
 )
 from mmib.data.dataset import Batch, DatasetSpec, MultimodalDataset, Standardizer
-from mmib.data.registry import load_dataset
+from mmib.data.registry import data_option_values, dataset_names, load_dataset
 from mmib.errors import ConfigError, DataError, MMIBError, RunError
 from mmib.models.base import MultimodalModel
 from mmib.models.registry import build_model, get_model
@@ -80,6 +80,8 @@ def make_config(
         model_option_values(cfg.model.name, cfg.model.options)
         cfg = presets.resolve(cfg, explicit)
         model_option_values(cfg.model.name, cfg.model.options)
+    if cfg.data.name in dataset_names():  # so does a misspelled option of a registered dataset
+        data_option_values(cfg.data.name, cfg.data.options)
     return cfg
 
 

@@ -191,7 +191,6 @@ def metric_analysis(metric: str) -> str | None:
 def cell_config(st: S.Study, row: S.RowDef, data: S.DataDef, overrides: Sequence[str] = ()) -> RunConfig:
     """The configuration of a model row on a dataset, before seeds and tuning."""
     from mmib.api import make_config
-    from mmib.data.registry import data_option_values, dataset_names
 
     pd = row.per_data.get(data.key, {})
     data_options = {**data.options, **row.data_options, **pd.get("data", {})}
@@ -200,12 +199,9 @@ def cell_config(st: S.Study, row: S.RowDef, data: S.DataDef, overrides: Sequence
     train = {**st.train, **row.train, **pd.get("train", {}), "progress": False, "checkpoint": True}
     assert row.model is not None
     try:
-        cfg = make_config(row.model, data.name, data_path=data.path, data_options=data_options,
-                          model_options={**row.options, **pd.get("options", {})},
-                          overrides=[*row.sets, *pd.get("set", []), *overrides], **train)
-        if cfg.data.name in dataset_names():
-            data_option_values(cfg.data.name, dict(cfg.data.options))  # a typo fails the plan, not the run
-        return cfg
+        return make_config(row.model, data.name, data_path=data.path, data_options=data_options,
+                           model_options={**row.options, **pd.get("options", {})},
+                           overrides=[*row.sets, *pd.get("set", []), *overrides], **train)
     except MMIBError as exc:
         raise ConfigError(f"{Path(st.source).name}: rows.{row.key} on {data.key}: {exc}") from None
 
