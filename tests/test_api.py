@@ -34,3 +34,11 @@ def test_a_complete_config_keeps_the_users_training_options_through_train(tmp_pa
     train(config=RunConfig.from_dict(cfg.to_dict()), out=tmp_path / "run", dataset=tiny_msa)
     assert load_config(tmp_path / "run" / "config.yaml").train.weight_decay == 0.0
     assert make_config("mmim", "sim-msa").train.weight_decay == 1e-4
+
+
+def test_train_refuses_a_dataset_name_given_as_the_loaded_dataset():
+    """A name belongs in data=; dataset= takes a loaded MultimodalDataset (it failed with an AttributeError)."""
+    from mmib.api import train
+
+    with pytest.raises(ConfigError, match=r"dataset: expected a loaded MultimodalDataset, got str 'sim-msa'.*data="):
+        train(model="concat", dataset="sim-msa")

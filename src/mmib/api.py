@@ -128,6 +128,9 @@ def train(
         cfg = make_config(model, data, config, **kwargs)
         if trust_pickle is not None:
             cfg.data.trust_pickle = trust_pickle
+    if dataset is not None and not isinstance(dataset, MultimodalDataset):
+        raise ConfigError(f"dataset: expected a loaded MultimodalDataset, got {type(dataset).__name__} "
+                          f"{dataset!r:.60}; give a dataset name or file path as data=")
     ds = dataset if dataset is not None else dataset_from_config(cfg.data)
     seed_everything(cfg.train.seed)  # the initial weights depend on the training seed alone
     net = build_model(cfg.model.name, ds.spec, **cfg.model.options)
