@@ -115,6 +115,9 @@ def train(
     pickled data files with plain ``pickle.load``; a resumed run's stored ``config.yaml``
     never grants it by itself.
     """
+    if dataset is not None and not isinstance(dataset, MultimodalDataset):
+        raise ConfigError(f"dataset: expected a loaded MultimodalDataset, got {type(dataset).__name__} "
+                          f"{dataset!r:.60}; give a dataset name or file path as data=")
     if resume:
         if out is None:
             raise RunError("resume needs the run directory (out=...)")
@@ -128,9 +131,6 @@ def train(
         cfg = make_config(model, data, config, **kwargs)
         if trust_pickle is not None:
             cfg.data.trust_pickle = trust_pickle
-    if dataset is not None and not isinstance(dataset, MultimodalDataset):
-        raise ConfigError(f"dataset: expected a loaded MultimodalDataset, got {type(dataset).__name__} "
-                          f"{dataset!r:.60}; give a dataset name or file path as data=")
     ds = dataset if dataset is not None else dataset_from_config(cfg.data)
     seed_everything(cfg.train.seed)  # the initial weights depend on the training seed alone
     net = build_model(cfg.model.name, ds.spec, **cfg.model.options)
