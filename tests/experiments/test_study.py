@@ -152,6 +152,17 @@ def test_linear_and_the_oracle_are_the_default_reference_rows(tmp_path):
     assert [line.reference for line in lines] == [False, False, True, True]
 
 
+def test_an_oracle_row_limited_to_some_datasets_is_measured_only_there(tmp_path):
+    from mmib.experiments.study.engine import used_cells
+
+    d = tiny_study(datasets={"msa": {"name": "sim-msa", "options": TINY}, "mfeat": {"name": "uci-mfeat"}})
+    d["rows"]["oracle"] = {"oracle": True, "datasets": ["msa"]}
+    d["references"] = ["oracle"]
+    d["sections"][0]["claims"].append({"better": "concat", "than": "late", "metric": "mae", "data": "mfeat"})
+    _, measures = used_cells(parse(tmp_path, d))
+    assert measures == {("msa", "oracle")}
+
+
 def test_the_fair_protocol_is_the_default_for_claims(tmp_path):
     d = tiny_study()
     del d["protocol"]

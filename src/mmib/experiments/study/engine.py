@@ -116,7 +116,8 @@ def used_cells(st: S.Study) -> tuple[dict[tuple[str, str], set[str]], set[tuple[
             return
         r = st.rows[row]
         if r.kind == "oracle":
-            measures.add((data, r.measure))
+            if r.applies_to(data):  # an oracle row limited to some datasets is not measured on the others
+                measures.add((data, r.measure))
             return
         if r.kind == "mean":
             for m in r.members:
