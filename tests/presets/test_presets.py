@@ -141,3 +141,12 @@ def test_the_builtin_sim_msa_presets_weigh_the_per_modality_task_losses_down():
     assert make_config("l-mib", "sim-msa").model.options["unimodal_task_weight"] == 0.1
     assert "unimodal_task_weight" not in make_config("c-mib", "sim-i").model.options
     assert "unimodal_task_weight" not in make_config("c-mib", "sim-msa", overrides=["preset.use=false"]).model.options
+
+
+def test_the_builtin_late_preset_gives_late_fusion_lstms_on_sim_msa_small_only():
+    """Late fusion's per-modality heads do better on LSTM summaries of sim-msa-small's sequences (see
+    mmib/presets/late.yaml); elsewhere, and for the fused models, the masked-mean default stays."""
+    assert make_config("late", "sim-msa-small").model.options["encoder"] == "lstm"
+    assert "encoder" not in make_config("late", "sim-msa").model.options
+    assert "encoder" not in make_config("concat", "sim-msa-small").model.options
+    assert make_config("late", "sim-msa-small", overrides=["model.encoder=mlp"]).model.options["encoder"] == "mlp"
