@@ -115,15 +115,14 @@ def used_cells(st: S.Study) -> tuple[dict[tuple[str, str], set[str]], set[tuple[
         if row is None:
             return
         r = st.rows[row]
+        if not r.applies_to(data):  # a row limited to some datasets is neither trained nor measured elsewhere
+            return
         if r.kind == "oracle":
-            if r.applies_to(data):  # an oracle row limited to some datasets is not measured on the others
-                measures.add((data, r.measure))
+            measures.add((data, r.measure))
             return
         if r.kind == "mean":
             for m in r.members:
                 need(m, data, metric, analysis)
-            return
-        if not r.applies_to(data):
             return
         extra = cells.setdefault((row, data), set())
         if metric:
