@@ -163,6 +163,21 @@ def test_an_oracle_row_limited_to_some_datasets_is_measured_only_there(tmp_path)
     assert measures == {("msa", "oracle")}
 
 
+def test_a_mean_row_limited_to_some_datasets_trains_its_members_only_there(tmp_path):
+    from mmib.experiments.study.engine import used_cells
+
+    d = tiny_study(datasets={"msa": {"name": "sim-msa", "options": TINY}, "mfeat": {"name": "uci-mfeat"}})
+    d["rows"]["e-mib"] = {"model": "e-mib", "options": SMALL}
+    d["rows"]["e-mib avg"] = {"mean": ["e-mib"], "datasets": ["msa"]}
+    d["sections"][0]["claims"].append({"better": "e-mib avg", "than": "late", "metric": "mae", "data": "msa"})
+    d["sections"][0]["claims"].append({"better": "concat", "than": "late", "metric": "mae", "data": "mfeat"})
+    cells, _ = used_cells(parse(tmp_path, d))
+    assert ("e-mib", "msa") in cells and ("e-mib", "mfeat") not in cells and ("late", "mfeat") in cells
+    d["sections"][0]["claims"][-1]["better"] = "e-mib avg"  # a claim cannot name it where it is not run
+    with pytest.raises(ConfigError, match="row 'e-mib avg' is not run on dataset 'mfeat' \\(its datasets: msa\\)"):
+        parse(tmp_path, d)
+
+
 def test_the_fair_protocol_is_the_default_for_claims(tmp_path):
     d = tiny_study()
     del d["protocol"]
