@@ -276,3 +276,86 @@ def test_stochastic_members_match_runs_alone_in_mean(tmp_path, model):
     se = math.sqrt(statistics.variance(together) / len(together) + statistics.variance(alone) / len(alone))
     assert abs(statistics.mean(together) - statistics.mean(alone)) < 3 * se + 1e-3, (together, alone)
     assert statistics.mean(together) < 0.8 * MEAN_PREDICTOR_MAE  # learned
+
+
+def _weights(path):
+    state = load_run(path).model.state_dict()
+    return {k: v.clone() for k, v in state.items()}
+
+
+@pytest.mark.parametrize("case", ["same recipe", "warm-up differs", "lr differs", "clipped"])
+def test_grouped_adam_step_is_exactly_the_members_own(tmp_path, monkeypatch, case):
+    """The one fused Adam call over the stacked tensors gives each member the parameters, moments
+    and step counts its own optimizer gives it, bit for bit; members whose learning rates part
+    (warm-up, their own lr) hand over to their own optimizers mid-epoch, and clipping steps them
+    one by one from the start."""
+    from mmib.train import ensemble
+
+    extra = {"same recipe": [], "warm-up differs": ["train.warmup_epochs=1.0"], "lr differs": [],
+             "clipped": ["train.clip_grad=1.0"]}[case]
+    cfgs = _configs("concat", [0, 1, 2], *extra, epochs=4, patience=10)  # dropout on: the shared generator
+    if case == "warm-up differs":
+        cfgs[2].train.warmup_epochs = 2.0
+    if case == "lr differs":
+        cfgs[1].train.lr *= 2
+    built, handed = [], []
+    real_build, real_hand_over = ensemble._GroupedAdam.build, ensemble._GroupedAdam.hand_over
+
+    def spy_build(cls, *args):
+        g = real_build.__func__(cls, *args)
+        built.append(g is not None)
+        return g
+
+    def spy_hand_over(self):
+        handed.append(self.handed_over)
+        real_hand_over(self)
+
+    monkeypatch.setattr(ensemble._GroupedAdam, "build", classmethod(spy_build))
+    monkeypatch.setattr(ensemble._GroupedAdam, "hand_over", spy_hand_over)
+    grouped = train_together(cfgs, [tmp_path / f"g{i}" for i in range(3)])
+    assert len(built) == 4
+    assert built == ([False] * 4 if case == "clipped" else [True] * 4)
+    # every grouped epoch hands over once at its end; an epoch whose rates part hands over mid-epoch too
+    mid_epoch = {"same recipe": 0, "warm-up differs": 2, "lr differs": 4, "clipped": 0}[case]
+    assert handed.count(False) == sum(built) and handed.count(True) == mid_epoch
+
+    monkeypatch.setattr(ensemble._GroupedAdam, "build", classmethod(lambda cls, *args: None))
+    one_by_one = train_together(cfgs, [tmp_path / f"m{i}" for i in range(3)])
+    for i, (g, m) in enumerate(zip(grouped, one_by_one)):
+        assert not isinstance(g, Exception) and not isinstance(m, Exception)
+        assert g.test == m.test
+        assert [r["train"] for r in g.history] == [r["train"] for r in m.history]
+        wg, wm = _weights(tmp_path / f"g{i}"), _weights(tmp_path / f"m{i}")
+        assert wg.keys() == wm.keys() and all(torch.equal(wg[k], wm[k]) for k in wg)
+
+
+def test_grouped_adam_keeps_the_optimizer_state_of_a_resumable_member(tmp_path, monkeypatch):
+    """Interrupted after epoch 2: each member's checkpointed Adam state (moments, step count) is the
+    one stepping it alone in the ensemble leaves."""
+    from mmib.train import ensemble
+
+    cfgs = _configs("concat", [0, 1], epochs=4, patience=10)
+
+    def stop_after_2(epoch, row):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    states = {}
+    for tag, patch in (("g", False), ("m", True)):
+        if patch:
+            monkeypatch.setattr(ensemble._GroupedAdam, "build", classmethod(lambda cls, *args: None))
+        outs = [tmp_path / f"{tag}0", tmp_path / f"{tag}1"]
+        with pytest.raises(KeyboardInterrupt):
+            train_together(cfgs, outs, epoch_callbacks=[None, stop_after_2])
+        states[tag] = [rundir.read_state(o / rundir.CHECKPOINT, rundir.CHECKPOINT_FORMAT)["optimizers"]
+                       for o in outs]
+    for og, om in zip(states["g"], states["m"]):
+        assert og.keys() == om.keys() and og
+        for name in og:
+            sg, sm = og[name]["state"], om[name]["state"]
+            assert sg.keys() == sm.keys() and sg
+            for p in sg:
+                assert sg[p].keys() == sm[p].keys() == {"step", "exp_avg", "exp_avg_sq"}
+                for k in sg[p]:
+                    assert torch.equal(sg[p][k], sm[p][k]), (name, p, k)
+            assert og[name]["param_groups"] == om[name]["param_groups"]
