@@ -276,6 +276,10 @@ class Trainer:
                   for g in stage.groups]
         return OPTIMIZERS[self.config.optimizer](groups)
 
+    def clip_norm(self, stage: Stage) -> float | None:
+        """The gradient-norm clip of ``stage``: its own, else the training config's (None: no clipping)."""
+        return stage.clip_grad if stage.clip_grad is not None else self.config.clip_grad
+
     def _warm_up(self, opt: torch.optim.Optimizer, step: int) -> None:
         """Linear warm-up: the ``step``-th step (0-based) runs at ``(step + 1) / warmup_steps`` of each
         group's learning rate, then at the full rate."""
@@ -455,7 +459,7 @@ class Trainer:
                     scaler.unscale_(opt)
                 else:
                     obj.total.backward()
-                clip = stage.clip_grad if stage.clip_grad is not None else cfg.clip_grad
+                clip = self.clip_norm(stage)
                 if clip:
                     nn.utils.clip_grad_norm_(list(stage.parameters()), clip)
                 self._warm_up(opt, state.steps)
