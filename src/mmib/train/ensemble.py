@@ -31,7 +31,8 @@ What stays per member, exactly as :class:`~mmib.train.engine.Trainer` does it fo
 What differs from runs trained alone: the random draws inside the model (dropout masks, the
 bottleneck's noise) come from one generator for the whole ensemble, seeded from the members'
 seeds; every member gets its own draws (``randomness="different"``), but not the numbers its
-run alone would draw. Batched matrix products round differently from unbatched ones, so even
+run alone would draw. Dropout masks have the same distribution as ``nn.Dropout``'s but are drawn
+by comparing a uniform draw with ``p`` (:class:`_EnsembleDropout`, twice as fast under vmap). Batched matrix products round differently from unbatched ones, so even
 without randomness a member matches its run alone to float rounding (about 1e-7 relative per
 step), not bit for bit. A member's ``seconds`` per epoch (and ``train_seconds``) is its share of
 the ensemble's epoch: the epoch's wall time divided by the members that trained in it.
@@ -284,10 +285,46 @@ def _stack_batches(batches: Sequence[Batch]) -> dict[str, Any]:
     }
 
 
+class _EnsembleDropout(nn.Module):
+    """``nn.Dropout`` as the ensemble draws it: the same Bernoulli(1 - p) mask scaled by
+    1 / (1 - p), from one uniform draw per element compared with ``p``. Under vmap this is about
+    twice as fast on CPU as ``torch.nn.functional.dropout`` (whose batched Bernoulli draw
+    dominates the forward of a small network); the members' masks are their own either way
+    (``randomness="different"``), and neither matches the numbers a run alone draws."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p == 1.0:
+            return x * 0.0
+        keep = torch.rand_like(x) >= self.p
+        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+
+
+def _with_ensemble_dropout(model: nn.Module) -> int:
+    """Replace every plain ``nn.Dropout`` submodule of ``model`` (not subclasses, which may draw
+    otherwise) by :class:`_EnsembleDropout` with its ``p``; returns how many were replaced."""
+    replaced = 0
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if type(child) is nn.Dropout:
+                swapped = _EnsembleDropout(child.p)
+                swapped.train(child.training)
+                setattr(parent, child_name, swapped)
+                replaced += 1
+    return replaced
+
+
 class _Step:
-    """The vmapped training step of an ensemble over one phase and stage."""
+    """The vmapped training step of an ensemble over one phase and stage (on ``template``, a copy
+    of the first member whose dropout layers are :class:`_EnsembleDropout`)."""
 
     def __init__(self, template: MultimodalModel, phase: str, stage: str) -> None:
+        _with_ensemble_dropout(template)
         self.template = template
         self.call = _ObjectiveCall(template, phase, stage)
         self.base_options = template.options

@@ -1,0 +1,170 @@
+"""How far K seeds trained together are from their arithmetic floor, beside one seed alone.
+
+Issue 17's target is K = 5 seeds together in at most 2x the wall time of one seed alone. This
+script asks whether that is reachable at all on this machine, for each model:
+
+* ``alone``: one seed trained by ``mmib.api.train`` (everything a run does: batches, steps,
+  validation, metrics, checkpoints), and ``together``: K seeds by ``mmib.api.train_together``;
+* ``one step loop``: the bare training step of one model, as a run alone takes it (its own
+  optimizer), over the same number of batches, nothing else;
+* ``K-stack step loop``: the ensemble's own vmapped step (its stacked parameters, vmapped
+  objective, one fused Adam call over the stacked tensors) over the same batches, nothing else,
+  split into forward, backward and optimizer;
+* ``matmul floor``: the matrix-product FLOPs of K members' forward and backward
+  (``torch.utils.flop_counter``) at the machine's measured single-thread matrix-product peak,
+  the time no implementation of the same arithmetic can beat with these threads.
+
+If the K-stack step loop alone already takes more than 2x the whole run alone, removing every
+other cost of the ensemble (batching, validation, checkpoints) cannot reach the target; if the
+matmul floor does, no implementation can.
+
+Example::
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=src python benchmarks/ensemble_floor.py --models concat,e-mib,c-mib
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _peak_gflops(torch: Any) -> float:
+    """Single-process matrix-product peak: the best of a few 1024^3 products."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(10))
+    return 2 * 1024 ** 3 / best / 1e9
+
+
+def _timed(fn: Any) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="concat,e-mib,c-mib", help="comma-separated models (default %(default)s)")
+    parser.add_argument("--data", default="sim-msa", help="dataset (default %(default)s)")
+    parser.add_argument("--k", type=int, default=5, help="seeds trained together (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per run, no early stop (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=3, help="repeats; the best is reported (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    args = parser.parse_args(argv)
+    if args.k < 2 or args.epochs < 1 or args.rounds < 1 or args.threads < 1:
+        parser.error("--k must be >= 2 and --epochs, --rounds, --threads >= 1")
+
+    import torch
+    from torch.optim.adam import adam as adam_step
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from mmib.api import dataset_from_config, make_config, train, train_together
+    from mmib.models.registry import build_model
+    from mmib.train import ensemble
+    from mmib.train.engine import Trainer, seed_everything
+
+    torch.set_num_threads(args.threads)
+    peak = _peak_gflops(torch)
+    k, epochs = args.k, args.epochs
+    print(f"{k} seeds on {args.data}, {epochs} epochs, {args.threads} torch thread(s), best of {args.rounds}; "
+          f"matrix-product peak {peak:.0f} GFLOP/s")
+    print(f"| model | alone: s | {k} together: s | ratio | one step loop: s | {k}-stack step loop: s "
+          f"(forward / backward / Adam) | {k}-stack loop vs alone | matmul floor: s | floor vs alone |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in args.models.split(","):
+        cfgs = [make_config(name, args.data, overrides=[f"train.seed={s}"], progress=False,
+                            epochs=epochs, patience=epochs + 1) for s in range(k)]
+        ds = dataset_from_config(cfgs[0].data)
+        train(config=cfgs[0], dataset=ds, epochs=1)  # warm-up: first kernels
+        tmp = Path(tempfile.mkdtemp(prefix="mmib-floor-"))
+        alone, together = [], []
+        try:
+            for r in range(args.rounds):
+                alone.append(_timed(lambda: train(config=cfgs[0], dataset=ds, out=tmp / f"a{r}")))
+                together.append(_timed(lambda: train_together(cfgs, [tmp / f"t{r}m{i}" for i in range(k)])))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        batch_size = cfgs[0].train.batch_size
+        batches = list(ds.batches("train", batch_size, shuffle=True, generator=torch.Generator().manual_seed(0)))
+        models = []
+        for s in range(k):
+            seed_everything(s)
+            models.append(build_model(cfgs[0].model.name, ds.spec, **cfgs[0].model.options).train())
+        plan = models[0].training_plan(cfgs[0].train)
+        phase, stage = plan[0].name, plan[0].stages[0].name
+
+        # the bare step of one model, with the optimizer a run alone uses
+        one = copy.deepcopy(models[0])
+        trainer = Trainer(one, ds, cfgs[0].train, None, cfgs[0])
+        opt = trainer._optimizer(one.training_plan(cfgs[0].train)[0].stages[0])
+
+        def one_loop() -> None:
+            for _ in range(epochs):
+                for b in batches:
+                    opt.zero_grad(set_to_none=True)
+                    one.objective(b, phase, stage).total.backward()
+                    opt.step()
+
+        one_loop()
+        one_s = min(_timed(one_loop) for _ in range(args.rounds))
+
+        with FlopCounterMode(display=False) as counter:
+            copy.deepcopy(models[0]).objective(batches[0], phase, stage).total.backward()
+        flops_per_step = counter.get_total_flops()  # matrix products (and convolutions) of one member
+        floor_s = k * flops_per_step * epochs * len(batches) / (peak * 1e9)
+
+        # the ensemble's own vmapped step over stacked parameters (all trained), nothing else
+        stack = ensemble._Stack(models, {n for n, _ in models[0].named_parameters()})
+        step = ensemble._Step(copy.deepcopy(models[0]).train(), phase, stage)
+        params = list(stack.params.values())
+        avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
+        counts = [torch.zeros(()) for _ in params]
+        parts = [ensemble._stack_batches([b] * k) for b in batches]
+        hyper = opt.param_groups[0]
+        split = {"forward": 0.0, "backward": 0.0, "adam": 0.0}
+
+        def stack_loop() -> None:
+            for _ in range(epochs):
+                for p in parts:
+                    stack.zero_grad()
+                    t0 = time.perf_counter()
+                    total, _ = step(stack, p, {})
+                    t1 = time.perf_counter()
+                    total.sum().backward()
+                    t2 = time.perf_counter()
+                    with torch.no_grad():
+                        adam_step(params, [ensemble._in_layout_of(x.grad, x) for x in params], avgs, sqs, [],
+                                  counts, fused=True, amsgrad=False, beta1=hyper["betas"][0],
+                                  beta2=hyper["betas"][1], lr=hyper["lr"], weight_decay=hyper["weight_decay"],
+                                  eps=hyper["eps"], maximize=False,
+                                  decoupled_weight_decay=hyper.get("decoupled_weight_decay", False))
+                    t3 = time.perf_counter()
+                    split["forward"] += t1 - t0
+                    split["backward"] += t2 - t1
+                    split["adam"] += t3 - t2
+
+        stack_loop()
+        best: dict[str, float] | None = None
+        for _ in range(args.rounds):
+            split.update(forward=0.0, backward=0.0, adam=0.0)
+            stack_loop()
+            if best is None or sum(split.values()) < sum(best.values()):
+                best = dict(split)
+        stack.release()
+        assert best is not None
+        stack_s, a, t = sum(best.values()), min(alone), min(together)
+        print(f"| {name} | {a:.2f} | {t:.2f} | {t / a:.2f}x | {one_s:.2f} | {stack_s:.2f} ({best['forward']:.2f} / "
+              f"{best['backward']:.2f} / {best['adam']:.2f}) | {stack_s / a:.2f}x | {floor_s:.2f} | {floor_s / a:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
