@@ -359,3 +359,38 @@ def test_grouped_adam_keeps_the_optimizer_state_of_a_resumable_member(tmp_path, 
                 for k in sg[p]:
                     assert torch.equal(sg[p][k], sm[p][k]), (name, p, k)
             assert og[name]["param_groups"] == om[name]["param_groups"]
+
+
+def test_ensemble_dropout_draws_nn_dropouts_distribution_under_vmap():
+    """The ensemble's dropout keeps 1 - p of the elements, scales them by 1 / (1 - p), draws
+    other masks for other members, and is the identity in eval mode or at p = 0."""
+    from mmib.train.ensemble import _EnsembleDropout
+
+    torch.manual_seed(0)
+    x = torch.ones(4, 200, 250)
+    drop = _EnsembleDropout(0.3).train()
+    out = torch.func.vmap(drop, randomness="different")(x)
+    kept = out != 0
+    assert torch.allclose(out[kept], torch.tensor(1 / 0.7))
+    # 50,000 elements per member: the kept fraction within 5 standard errors of 0.7
+    se = math.sqrt(0.7 * 0.3 / 50_000)
+    for member in kept.float().mean(dim=(1, 2)).tolist():
+        assert abs(member - 0.7) < 5 * se
+    assert not torch.equal(kept[0], kept[1])  # each member its own mask
+    assert torch.equal(_EnsembleDropout(0.0).train()(x), x)
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(_EnsembleDropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_only_plain_dropout_layers_are_swapped_in_the_ensembles_step():
+    from mmib.train.ensemble import _EnsembleDropout, _with_ensemble_dropout
+
+    class OwnDropout(torch.nn.Dropout):
+        pass
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.2),
+                              torch.nn.Sequential(torch.nn.Dropout(0.4), OwnDropout(0.1)))
+    assert _with_ensemble_dropout(net) == 2
+    assert isinstance(net[1], _EnsembleDropout) and net[1].p == 0.2
+    assert isinstance(net[2][0], _EnsembleDropout) and net[2][0].p == 0.4
+    assert type(net[2][1]) is OwnDropout

@@ -19,7 +19,7 @@ import random
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -649,7 +649,9 @@ class Trainer:
     ) -> None:
         assert self.run_dir is not None
         payload = {
-            "state": asdict(state),
+            # shallow (not dataclasses.asdict, which deep-copies the whole history every epoch):
+            # the payload is serialised at once and never kept
+            "state": {f.name: getattr(state, f.name) for f in fields(state)},
             "model": model.state_dict(),
             "optimizers": {f"{p}/{s}": o.state_dict() for (p, s), o in optimizers.items()},
             "scaler": scaler.state_dict() if scaler is not None else None,
