@@ -448,6 +448,16 @@ def _in_layout_of(t: Tensor, like: Tensor) -> Tensor:
     return torch.empty_like(like, memory_format=torch.preserve_format).copy_(t)
 
 
+def _dense_view(t: Tensor) -> Tensor:
+    """A contiguous view of ``t`` when it is a stacked matrix stored transposed (see
+    :func:`_stacked_empty`), else ``t``. The fused Adam kernel is elementwise, so stepping the
+    dense views of a parameter, its gradient and its moments (all in one layout) is the same
+    step; on the strided tensors the CPU kernel runs about 2.5 times slower."""
+    if t.dim() == 3 and not t.is_contiguous() and t.transpose(1, 2).is_contiguous():
+        return t.transpose(1, 2)
+    return t
+
+
 class _GroupedAdam:
     """Every member's Adam step as one fused kernel call per parameter group, on the stacked tensors.
 
@@ -571,10 +581,10 @@ class _GroupedAdam:
                 continue
             h = self.hyper[g]
             adam_step(
-                [stacked[j] for j in index],
-                [_in_layout_of(stacked[j].grad, stacked[j]) for j in index],
-                [self.exp_avgs[g][j] for j in index],
-                [self.exp_avg_sqs[g][j] for j in index],
+                [_dense_view(stacked[j]) for j in index],
+                [_dense_view(_in_layout_of(stacked[j].grad, stacked[j])) for j in index],
+                [_dense_view(self.exp_avgs[g][j]) for j in index],
+                [_dense_view(self.exp_avg_sqs[g][j]) for j in index],
                 [],
                 [self.steps[g][j] for j in index],
                 fused=True, decoupled_weight_decay=h["decoupled_weight_decay"], amsgrad=False,
