@@ -131,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
         hyper = opt.param_groups[0]
         split = {"forward": 0.0, "backward": 0.0, "adam": 0.0}
 
+        def dense(ts: list) -> list:  # as the ensemble's grouped Adam steps them
+            return [ensemble._dense_view(t) for t in ts]
+
         def stack_loop() -> None:
             for _ in range(epochs):
                 for p in parts:
@@ -141,9 +144,10 @@ def main(argv: list[str] | None = None) -> int:
                     total.sum().backward()
                     t2 = time.perf_counter()
                     with torch.no_grad():
-                        adam_step(params, [ensemble._in_layout_of(x.grad, x) for x in params], avgs, sqs, [],
-                                  counts, fused=True, amsgrad=False, beta1=hyper["betas"][0],
-                                  beta2=hyper["betas"][1], lr=hyper["lr"], weight_decay=hyper["weight_decay"],
+                        grads = [ensemble._in_layout_of(x.grad, x) for x in params]
+                        adam_step(dense(params), dense(grads), dense(avgs), dense(sqs), [], counts, fused=True,
+                                  amsgrad=False, beta1=hyper["betas"][0], beta2=hyper["betas"][1],
+                                  lr=hyper["lr"], weight_decay=hyper["weight_decay"],
                                   eps=hyper["eps"], maximize=False,
                                   decoupled_weight_decay=hyper.get("decoupled_weight_decay", False))
                     t3 = time.perf_counter()
