@@ -394,3 +394,37 @@ def test_only_plain_dropout_layers_are_swapped_in_the_ensembles_step():
     assert isinstance(net[1], _EnsembleDropout) and net[1].p == 0.2
     assert isinstance(net[2][0], _EnsembleDropout) and net[2][0].p == 0.4
     assert type(net[2][1]) is OwnDropout
+
+
+@pytest.mark.parametrize("data_seeds", [(0, 0, 0), (0, 1, 2)], ids=["one dataset", "own datasets"])
+def test_members_validate_in_one_vmapped_forward(tmp_path, monkeypatch, data_seeds):
+    """Every epoch the members' validation metrics come from one vmapped eval forward (on one
+    shared dataset, or each member's own), and equal what each member's own evaluate gives."""
+    from mmib.train import ensemble
+    from mmib.train.engine import evaluate
+
+    calls = []
+    original = ensemble._Validation.__call__
+
+    def checked(self, stack, active, option_values, device):
+        metrics = original(self, stack, active, option_values, device)
+        for a, m in zip(active, metrics):
+            own = evaluate(a.run.model, a.member.dataset, "valid", a.member.config.eval_batch_size, device)
+            assert m is not None and sorted(m) == sorted(own)
+            for k, v in own.items():
+                assert m[k] == pytest.approx(v, abs=ROUNDING_TOL), k
+        calls.append(len(active))
+        return metrics
+
+    monkeypatch.setattr(ensemble._Validation, "__call__", checked)
+    cfgs = [
+        make_config("e-mib", "sim-msa", data_options=dict(SMALL_MSA), overrides=[f"train.seed={s}", f"data.seed={d}"],
+                    progress=False, epochs=4, patience=10, batch_size=32, eval_batch_size=40)
+        for s, d in zip([0, 1, 2], data_seeds)
+    ]
+    together = train_together(cfgs, [tmp_path / f"ens{i}" for i in range(3)])
+    assert calls == [3, 3, 3, 3]
+    for t in together:
+        assert not isinstance(t, Exception), t
+        assert len(t.history) == 4 and all("valid" in row for row in t.history)
+

@@ -21,10 +21,12 @@ What stays per member, exactly as :class:`~mmib.train.engine.Trainer` does it fo
   every member's optimizer is the same fused Adam/AdamW at the same learning rate and step count,
   one kernel call over the stacked tensors does all their steps at once (:class:`_GroupedAdam`,
   bit-identical to stepping each, since Adam's rule is elementwise);
-* validation after every epoch, the monitor, early stopping and patience, best-epoch saving
-  and restore, metrics.jsonl, results.json and checkpoint.pt through the Trainer's own methods,
-  so each member's run directory is an ordinary run directory; a member that stops leaves the
-  ensemble and no longer affects the others;
+* validation after every epoch (when the members validate alike, their eval-mode forwards run
+  as one vmapped forward too, :class:`_Validation`, and each member's metrics are computed from
+  its own predictions; otherwise each evaluates alone), the monitor, early stopping and
+  patience, best-epoch saving and restore, metrics.jsonl, results.json and checkpoint.pt
+  through the Trainer's own methods, so each member's run directory is an ordinary run
+  directory; a member that stops leaves the ensemble and no longer affects the others;
 * model options a model class declares per-member-able (``ensemble_options``: ``beta`` of the
   MIB family) may differ between members.
 
@@ -32,10 +34,11 @@ What differs from runs trained alone: the random draws inside the model (dropout
 bottleneck's noise) come from one generator for the whole ensemble, seeded from the members'
 seeds; every member gets its own draws (``randomness="different"``), but not the numbers its
 run alone would draw. Dropout masks have the same distribution as ``nn.Dropout``'s but are drawn
-by comparing a uniform draw with ``p`` (:class:`_EnsembleDropout`, twice as fast under vmap). Batched matrix products round differently from unbatched ones, so even
-without randomness a member matches its run alone to float rounding (about 1e-7 relative per
-step), not bit for bit. A member's ``seconds`` per epoch (and ``train_seconds``) is its share of
-the ensemble's epoch: the epoch's wall time divided by the members that trained in it.
+by comparing a uniform draw with ``p`` (:class:`_EnsembleDropout`, twice as fast under vmap).
+Batched matrix products round differently from unbatched ones, so even without randomness a
+member matches its run alone to float rounding (about 1e-7 relative per step), not bit for bit.
+A member's ``seconds`` per epoch (and ``train_seconds``) is its share of the ensemble's epoch:
+the epoch's wall time divided by the members that trained in it.
 
 Storage: during an epoch each member's parameters and buffers are views of slices of the
 stacked tensors (so the member's optimizer updates the stacked tensors in place, without a
@@ -344,6 +347,97 @@ class _Step:
     def __call__(self, stack: _Stack, parts: dict[str, Any], option_values: dict[str, Tensor]
                  ) -> tuple[Tensor, dict[str, Tensor]]:
         return self.vmapped(stack.params, stack.buffers, parts, option_values)
+
+
+class _PredictionCall(nn.Module):
+    """``model(batch).prediction`` as a module call, under the same parameter names as
+    :class:`_ObjectiveCall` (so the stacked tensors bind to both)."""
+
+    def __init__(self, model: MultimodalModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.model(batch).prediction
+
+
+class _Validation:
+    """Every member's validation predictions in one vmapped eval-mode forward per batch, the
+    same computation :func:`~mmib.train.engine.evaluate` runs for each member alone (to float
+    rounding: batched products). Used when the members validate alike (:meth:`applies`);
+    otherwise, or if it fails, each member's Trainer evaluates on its own."""
+
+    def __init__(self, step: _Step) -> None:
+        self.step = step
+        call = _PredictionCall(step.template)
+
+        def predict(params: dict[str, Tensor], buffers: dict[str, Tensor], parts: dict[str, Any],
+                    option_values: dict[str, Tensor]) -> Tensor:
+            batch = Batch(parts["features"], parts["lengths"], parts["y"], parts["index"], parts["extras"])
+            if option_values:
+                step.template.options = dataclasses.replace(step.base_options, **option_values)
+            try:
+                return torch.func.functional_call(call, (params, buffers), (batch,))
+            finally:
+                step.template.options = step.base_options
+
+        self.per_member = torch.func.vmap(predict, in_dims=(0, 0, 0, 0))
+        self.shared = torch.func.vmap(predict, in_dims=(0, 0, None, 0))
+
+    @staticmethod
+    def applies(active: Sequence[_Active]) -> bool:
+        """All members validate every epoch, on validation splits of one size, in batches of one size.
+        (A model with an end-of-epoch hook, which a run alone calls before validating, never gets
+        here: :func:`class_unsupported` keeps it out of ensembles.)"""
+        first = active[0]
+        size = first.member.dataset.split_size("valid")
+        return size > 0 and all(
+            a.trainer.has_valid and a.member.dataset.split_size("valid") == size
+            and a.member.config.eval_batch_size == first.member.config.eval_batch_size
+            for a in active
+        )
+
+    @torch.no_grad()
+    def __call__(self, stack: _Stack, active: Sequence[_Active], option_values: dict[str, Tensor],
+                 device: torch.device) -> list[dict[str, float] | None]:
+        """Each member's validation metrics (None for a member whose metrics could not be computed:
+        its Trainer then evaluates it alone and meets the error there)."""
+        from mmib.eval.metrics import compute_metrics
+
+        template = self.step.template
+        batch_size = active[0].member.config.eval_batch_size
+        datasets = [a.member.dataset for a in active]
+        shared = all(ds is datasets[0] for ds in datasets)
+        iters = [ds.batches("valid", batch_size) for ds in (datasets[:1] if shared else datasets)]
+        preds: list[Tensor] = []
+        ys: list[list[Tensor]] = [[] for _ in iters]
+        template.eval()
+        try:
+            for batches in zip(*iters):
+                for j, b in enumerate(batches):
+                    if b.y is None:
+                        return [None] * len(active)
+                    ys[j].append(b.y)
+                if shared:
+                    b = batches[0].to(device)
+                    parts = {"features": b.features, "lengths": b.lengths, "y": b.y, "index": b.index,
+                             "extras": b.extras}
+                    out = self.shared(stack.params, stack.buffers, parts, option_values)
+                else:
+                    out = self.per_member(stack.params, stack.buffers,
+                                          _stack_batches([b.to(device) for b in batches]), option_values)
+                preds.append(out.float().cpu())
+        finally:
+            template.train()
+        prediction = torch.cat(preds, dim=1)
+        targets = [torch.cat(y) for y in ys]
+        metrics: list[dict[str, float] | None] = []
+        for j, a in enumerate(active):
+            try:
+                metrics.append(compute_metrics(a.member.dataset.task, prediction[j], targets[0 if shared else j]))
+            except Exception:  # noqa: BLE001 - the member's own evaluate raises it where a run alone would
+                metrics.append(None)
+        return metrics
 
 
 def _option_values(models: Sequence[MultimodalModel], device: torch.device) -> dict[str, Tensor]:
@@ -688,12 +782,14 @@ class EnsembleTrainer:
         stage = phase.stages[0]
         template = copy.deepcopy(active[0].run.model).train()
         step = _Step(template, phase.name, stage.name)
+        validation = _Validation(step)
         trained = _trained_names(active[0].run.model, active[0].run.plan[0].stages[0])
         for a in active:
             if a.run.state.phase_epoch == 0:
                 a.run.model.on_phase_start(phase.name, a.run.context)
         while active:
-            for a, exc in self._epoch(active, phase, step, trained):
+            failed, valid = self._epoch(active, phase, step, trained, validation)
+            for a, exc in failed:
                 active.remove(a)
                 outcomes[a.index] = exc
             for a in list(active):
@@ -701,7 +797,7 @@ class EnsembleTrainer:
                 a.run.state.epoch += 1
                 try:
                     a.trainer._after_epoch(a.run.model, a.run.plan[0], a.run.state, a.run.generator,
-                                           a.run.optimizers, a.run.scaler, None)
+                                           a.run.optimizers, a.run.scaler, None, valid.get(a.index))
                 except Exception as exc:  # noqa: BLE001 - a pruned trial, a bad monitor: this member ends
                     outcomes[a.index] = exc
                     active.remove(a)
@@ -720,11 +816,12 @@ class EnsembleTrainer:
         except Exception as exc:  # noqa: BLE001
             outcomes[a.index] = exc
 
-    def _epoch(self, active: list[_Active], phase: Phase, step: _Step, trained: set[str]
-               ) -> list[tuple[_Active, Exception]]:
+    def _epoch(self, active: list[_Active], phase: Phase, step: _Step, trained: set[str], validation: _Validation
+               ) -> tuple[list[tuple[_Active, Exception]], dict[int, dict[str, float]]]:
         """One training epoch of every active member in lockstep; returns the members that failed
         with the exception a run alone would have raised (:class:`~mmib.train.engine.TrainingDiverged`,
-        an error of its optimizer step)."""
+        an error of its optimizer step), and the validation metrics of the members, by index, when
+        :class:`_Validation` computed them for all at once."""
         key = (phase.name, phase.stages[0].name)
         models = [a.run.model for a in active]
         for m in models:
@@ -795,6 +892,13 @@ class EnsembleTrainer:
                         totals[name] = totals[name] + val if name in totals else val
                 count += n
             seconds = (time.perf_counter() - start) / len(active)
+            valid: dict[int, dict[str, float]] = {}
+            if _Validation.applies(active):
+                try:
+                    metrics = validation(stack, active, option_values, self.device)
+                except Exception:  # noqa: BLE001 - not under vmap after all: each member evaluates alone
+                    metrics = [None] * len(active)
+                valid = {a.index: m for a, m in zip(active, metrics) if m is not None}
         finally:
             if grouped is not None:
                 grouped.release()
@@ -811,7 +915,7 @@ class EnsembleTrainer:
                 a.trainer._record_epoch(phase, a.run.state, {k: v[j] for k, v in totals.items()}, count, seconds)
             except Exception as exc:  # noqa: BLE001 - TrainingDiverged
                 failed.append((a, exc))
-        return failed
+        return failed, valid
 
 
 def train_members(members: Sequence[Member], log: Log | None = None, fallback: bool = True
