@@ -25,13 +25,14 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import shutil
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from _ensemble_cli import ensemble_arguments, parse_ensemble_arguments
 
 
 def _peak_gflops(torch: Any) -> float:
@@ -49,19 +50,10 @@ def _timed(fn: Any) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="concat,e-mib,c-mib", help="comma-separated models (default %(default)s)")
-    parser.add_argument("--data", default="sim-msa", help="dataset (default %(default)s)")
-    parser.add_argument("--k", type=int, default=5, help="seeds trained together (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per run, no early stop (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=3, help="repeats; the best is reported (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
-    args = parser.parse_args(argv)
-    if args.k < 2 or args.epochs < 1 or args.rounds < 1 or args.threads < 1:
-        parser.error("--k must be >= 2 and --epochs, --rounds, --threads >= 1")
+    args = parse_ensemble_arguments(
+        ensemble_arguments(__doc__.splitlines()[0], rounds=3, rounds_help="repeats; the best is reported"), argv)
 
     import torch
-    from torch.optim.adam import adam as adam_step
     from torch.utils.flop_counter import FlopCounterMode
 
     from mmib.api import dataset_from_config, make_config, train, train_together
@@ -120,19 +112,21 @@ def main(argv: list[str] | None = None) -> int:
         flops_per_step = counter.get_total_flops()  # matrix products (and convolutions) of one member
         floor_s = k * flops_per_step * epochs * len(batches) / (peak * 1e9)
 
-        # the ensemble's own vmapped step over stacked parameters (all trained), nothing else
-        stack = ensemble._Stack(models, {n for n, _ in models[0].named_parameters()})
+        # the ensemble's own vmapped step over stacked parameters (all trained) and its grouped
+        # Adam step over the members' optimizers, nothing else
+        trained = {n for n, _ in models[0].named_parameters()}
+        member_opts = [Trainer(m, ds, cfgs[0].train, None, cfgs[0])._optimizer(m.training_plan(cfgs[0].train)[0].stages[0])
+                       for m in models]
+        stack = ensemble._Stack(models, trained)
         step = ensemble._Step(copy.deepcopy(models[0]).train(), phase, stage)
-        params = list(stack.params.values())
-        avgs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
-        sqs = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in params]
-        counts = [torch.zeros(()) for _ in params]
+        for o in member_opts:
+            ensemble._fuse(o)
+        grouped = ensemble._GroupedAdam.build(member_opts, stack.pairs, clipping=False)
+        if grouped is None:
+            raise SystemExit(f"{name}: its optimizer does not take the grouped Adam step")
+        lrs = [g["lr"] for g in member_opts[0].param_groups]
         parts = [ensemble._stack_batches([b] * k) for b in batches]
-        hyper = opt.param_groups[0]
         split = {"forward": 0.0, "backward": 0.0, "adam": 0.0}
-
-        def dense(ts: list) -> list:  # as the ensemble's grouped Adam steps them
-            return [ensemble._dense_view(t) for t in ts]
 
         def stack_loop() -> None:
             for _ in range(epochs):
@@ -143,13 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                     t1 = time.perf_counter()
                     total.sum().backward()
                     t2 = time.perf_counter()
-                    with torch.no_grad():
-                        grads = [ensemble._in_layout_of(x.grad, x) for x in params]
-                        adam_step(dense(params), dense(grads), dense(avgs), dense(sqs), [], counts, fused=True,
-                                  amsgrad=False, beta1=hyper["betas"][0], beta2=hyper["betas"][1],
-                                  lr=hyper["lr"], weight_decay=hyper["weight_decay"],
-                                  eps=hyper["eps"], maximize=False,
-                                  decoupled_weight_decay=hyper.get("decoupled_weight_decay", False))
+                    grouped.step(lrs)
                     t3 = time.perf_counter()
                     split["forward"] += t1 - t0
                     split["backward"] += t2 - t1
@@ -162,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             stack_loop()
             if best is None or sum(split.values()) < sum(best.values()):
                 best = dict(split)
+        grouped.release()
         stack.release()
         assert best is not None
         stack_s, a, t = sum(best.values()), min(alone), min(together)

@@ -14,25 +14,18 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
+from _ensemble_cli import ensemble_arguments, parse_ensemble_arguments
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="concat,e-mib,c-mib", help="comma-separated models (default %(default)s)")
-    parser.add_argument("--data", default="sim-msa", help="dataset (default %(default)s)")
-    parser.add_argument("--k", type=int, default=5, help="seeds trained together (default %(default)s)")
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per run, no early stop (default %(default)s)")
-    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
-    args = parser.parse_args(argv)
-    if args.k < 2 or args.epochs < 1 or args.rounds < 1 or args.threads < 1:
-        parser.error("--k must be >= 2 and --epochs, --rounds, --threads >= 1")
+    args = parse_ensemble_arguments(
+        ensemble_arguments(__doc__.splitlines()[0], rounds=4, rounds_help="alternating rounds"), argv)
 
     import torch
 

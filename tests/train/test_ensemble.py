@@ -428,3 +428,27 @@ def test_members_validate_in_one_vmapped_forward(tmp_path, monkeypatch, data_see
         assert not isinstance(t, Exception), t
         assert len(t.history) == 4 and all("valid" in row for row in t.history)
 
+
+
+def test_a_failing_vmapped_validation_falls_back_to_each_members_evaluate(tmp_path, monkeypatch):
+    """If the vmapped validation raises (an operator vmap cannot run), it is tried once, and every
+    member evaluates alone from then on: the same validation metrics as with it switched off."""
+    from mmib.train import ensemble
+
+    cfgs = _configs("concat", [0, 1], "model.dropout=0.0", epochs=3, patience=5)
+    monkeypatch.setattr(ensemble._Validation, "applies", staticmethod(lambda active: False))
+    off = train_together(cfgs, [tmp_path / f"off{i}" for i in range(2)])
+    monkeypatch.undo()
+    attempts = []
+
+    def failing(self, *args):
+        attempts.append(1)
+        raise RuntimeError("no batching rule")
+
+    monkeypatch.setattr(ensemble._Validation, "__call__", failing)
+    fell_back = train_together(cfgs, [tmp_path / f"fb{i}" for i in range(2)])
+    assert attempts == [1]
+    for a, b in zip(off, fell_back):
+        assert not isinstance(b, Exception), b
+        assert [r["valid"] for r in b.history] == [r["valid"] for r in a.history]
+        assert b.test == a.test

@@ -383,6 +383,21 @@ class _Validation:
 
         self.per_member = torch.func.vmap(predict, in_dims=(0, 0, 0, 0))
         self.shared = torch.func.vmap(predict, in_dims=(0, 0, None, 0))
+        #: set when the vmapped forward failed once: the members then evaluate alone from there on
+        self.failed = False
+
+    def by_member(self, stack: _Stack, active: Sequence[_Active], option_values: dict[str, Tensor],
+                  device: torch.device) -> dict[int, dict[str, float]]:
+        """This epoch's validation metrics by member index, for the members it could compute
+        (none when it does not apply or the vmapped forward fails: each member evaluates alone)."""
+        if self.failed or not self.applies(active):
+            return {}
+        try:
+            metrics = self(stack, active, option_values, device)
+        except Exception:  # noqa: BLE001 - not under vmap after all: each member evaluates alone
+            self.failed = True
+            return {}
+        return {a.index: m for a, m in zip(active, metrics) if m is not None}
 
     @staticmethod
     def applies(active: Sequence[_Active]) -> bool:
@@ -892,13 +907,7 @@ class EnsembleTrainer:
                         totals[name] = totals[name] + val if name in totals else val
                 count += n
             seconds = (time.perf_counter() - start) / len(active)
-            valid: dict[int, dict[str, float]] = {}
-            if _Validation.applies(active):
-                try:
-                    metrics = validation(stack, active, option_values, self.device)
-                except Exception:  # noqa: BLE001 - not under vmap after all: each member evaluates alone
-                    metrics = [None] * len(active)
-                valid = {a.index: m for a, m in zip(active, metrics) if m is not None}
+            valid = validation.by_member(stack, active, option_values, self.device)
         finally:
             if grouped is not None:
                 grouped.release()

@@ -1,0 +1,26 @@
+"""Command-line arguments shared by the ensemble benchmarks (``ensemble_floor.py``,
+``ensemble_optimizer_step.py``): which models, data, number of seeds, epochs, rounds, threads."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def ensemble_arguments(description: str, rounds: int, rounds_help: str) -> argparse.ArgumentParser:
+    """A parser with the arguments every ensemble benchmark takes (``rounds``: its default)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", default="concat,e-mib,c-mib", help="comma-separated models (default %(default)s)")
+    parser.add_argument("--data", default="sim-msa", help="dataset (default %(default)s)")
+    parser.add_argument("--k", type=int, default=5, help="seeds trained together (default %(default)s)")
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per run, no early stop (default %(default)s)")
+    parser.add_argument("--rounds", type=int, default=rounds, help=f"{rounds_help} (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s)")
+    return parser
+
+
+def parse_ensemble_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv``; exits with a usage error unless k >= 2 and epochs, rounds, threads >= 1."""
+    args = parser.parse_args(argv)
+    if args.k < 2 or args.epochs < 1 or args.rounds < 1 or args.threads < 1:
+        parser.error("--k must be >= 2 and --epochs, --rounds, --threads >= 1")
+    return args
