@@ -8,6 +8,7 @@ import torch
 
 from mmib.api import load_run, make_config, train, train_together
 from mmib.api import evaluate as evaluate_run
+from mmib.data import load_dataset
 from mmib.errors import ConfigError
 from mmib.models import build_model
 from mmib.train import rundir
@@ -380,6 +381,37 @@ def test_ensemble_dropout_draws_nn_dropouts_distribution_under_vmap():
     assert torch.equal(_EnsembleDropout(0.0).train()(x), x)
     assert torch.equal(drop.eval()(x), x)
     assert torch.equal(_EnsembleDropout(1.0).train()(x), torch.zeros_like(x))
+
+
+def test_ensemble_dropout_scales_the_kept_values_of_any_input():
+    from mmib.train.ensemble import _EnsembleDropout
+
+    torch.manual_seed(1)
+    x = torch.randn(3, 40, 50)
+    out = torch.func.vmap(_EnsembleDropout(0.25).train(), randomness="different")(x)
+    kept = out != 0
+    assert 0.6 < kept.float().mean().item() < 0.9
+    assert torch.allclose(out[kept], x[kept] / 0.75)
+
+
+def test_tied_tensors_are_detected_and_the_built_in_models_have_none():
+    """The vmapped step skips functional_call's untying only for a module whose parameters and
+    buffers each have one name; a tied one (the same layer twice, a weight assigned to two
+    layers, a shared buffer) keeps it."""
+    from mmib.train.ensemble import _shares_tensors
+
+    lin = torch.nn.Linear(4, 4)
+    assert _shares_tensors(torch.nn.Sequential(lin, torch.nn.ReLU(), lin))
+    a, b = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    b.weight = a.weight
+    assert _shares_tensors(torch.nn.Sequential(a, b))
+    n1, n2 = torch.nn.BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    n2.running_mean = n1.running_mean
+    assert _shares_tensors(torch.nn.Sequential(n1, n2))
+    assert not _shares_tensors(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)))
+    ds = load_dataset("sim-msa-small", seed=0)
+    for name in ("concat", "e-mib", "c-mib", "mmim"):
+        assert not _shares_tensors(build_model(name, ds.spec)), name
 
 
 def test_only_plain_dropout_layers_are_swapped_in_the_ensembles_step():

@@ -304,8 +304,26 @@ class _EnsembleDropout(nn.Module):
             return x
         if self.p == 1.0:
             return x * 0.0
+        # the boolean mask multiplies directly (no float copy of it): under vmap about 30% less time
+        # than ``x * (keep.to(x.dtype) * scale)`` at the sizes of the built-in models, and the same bits
+        # (each kept element is x * scale either way). An in-place comparison (``ge_``) would be faster
+        # still outside vmap, but has no batching rule.
         keep = torch.rand_like(x) >= self.p
-        return x * (keep.to(x.dtype) * (1.0 / (1.0 - self.p)))
+        return (x * (1.0 / (1.0 - self.p))) * keep
+
+
+def _shares_tensors(module: nn.Module) -> bool:
+    """Whether a parameter or buffer of ``module`` is reachable under two names (tied weights).
+
+    ``functional_call`` unties such names on every call (a walk over the whole module tree, about
+    3% of a small ensemble's step); a module without ties can skip it with the same result."""
+    seen: set[int] = set()
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for _, tensor in named:
+        if id(tensor) in seen:
+            return True
+        seen.add(id(tensor))
+    return False
 
 
 def _with_ensemble_dropout(model: nn.Module) -> int:
@@ -331,6 +349,8 @@ class _Step:
         self.template = template
         self.call = _ObjectiveCall(template, phase, stage)
         self.base_options = template.options
+        #: whether functional_call must untie shared names (see :func:`_shares_tensors`)
+        self.tie_weights = _shares_tensors(template)
 
         def loss(params: dict[str, Tensor], buffers: dict[str, Tensor], parts: dict[str, Any],
                  option_values: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
@@ -338,7 +358,7 @@ class _Step:
             if option_values:
                 template.options = dataclasses.replace(self.base_options, **option_values)
             try:
-                return torch.func.functional_call(self.call, (params, buffers), (batch,))
+                return torch.func.functional_call(self.call, (params, buffers), (batch,), tie_weights=self.tie_weights)
             finally:
                 template.options = self.base_options
 
@@ -377,7 +397,7 @@ class _Validation:
             if option_values:
                 step.template.options = dataclasses.replace(step.base_options, **option_values)
             try:
-                return torch.func.functional_call(call, (params, buffers), (batch,))
+                return torch.func.functional_call(call, (params, buffers), (batch,), tie_weights=step.tie_weights)
             finally:
                 step.template.options = step.base_options
 
