@@ -51,6 +51,30 @@ def test_pack_round_trips_every_admitted_kind_exactly(tmp_path):
     assert back["scalar"] == 2.5
 
 
+@pytest.mark.parametrize("large", [False, True], ids=["numpy writer", "torch writer"])
+def test_state_files_are_the_bytes_safetensors_torch_writes(tmp_path, monkeypatch, large):
+    """Both writers of :func:`rundir.write_state` (NumPy for small files, torch for large ones or
+    dtypes NumPy lacks) give byte for byte the file ``safetensors.torch.save_file`` writes."""
+    from safetensors.torch import save_file
+
+    if large:
+        monkeypatch.setattr(rundir, "_NUMPY_WRITE_MAX_BYTES", 0)
+    obj = {"w": torch.randn(3, 4), "t": torch.randn(4, 3).t(), "i": torch.arange(5), "b": torch.tensor([True, False]),
+           "h": torch.randn(2, dtype=torch.float16), "d": torch.randn(2, dtype=torch.float64),
+           "u": torch.arange(3, dtype=torch.uint8), "empty": torch.zeros(2, 0), "n": 3}
+    rundir.write_state(tmp_path / "ours.safetensors", "k", obj)
+    tree, tensors = rundir.pack(obj)
+    header = json.dumps({"format": "k", "version": rundir.STATE_VERSION, "payload": tree})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp_path / "torch.safetensors"),
+              metadata={"mmib": header})
+    assert (tmp_path / "ours.safetensors").read_bytes() == (tmp_path / "torch.safetensors").read_bytes()
+    back = rundir.read_state(tmp_path / "ours.safetensors", "k")
+    assert all(torch.equal(back[k], obj[k]) and back[k].dtype == obj[k].dtype for k in obj if k != "n")
+    # a dtype NumPy lacks goes through the torch writer whatever the size
+    rundir.write_state(tmp_path / "bf16.safetensors", "k", {"x": torch.randn(3, dtype=torch.bfloat16)})
+    assert rundir.read_state(tmp_path / "bf16.safetensors", "k")["x"].dtype == torch.bfloat16
+
+
 def test_shared_and_strided_tensors_are_stored(tmp_path):
     w = torch.randn(4, 4)
     rundir.write_state(tmp_path / "s.safetensors", "k", {"a": w, "tied": w, "t": w.t()})

@@ -268,14 +268,32 @@ def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def write_state(path: str | Path, kind: str, obj: dict[str, Any]) -> None:
-    """Write ``obj`` (see :func:`pack`) atomically as a safetensors file of format ``kind``."""
-    from safetensors.torch import save_file
+#: dtypes NumPy holds as they are (not bfloat16 and the float8 kinds)
+_NUMPY_DTYPES = frozenset({torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
+                           torch.int8, torch.uint8, torch.bool})
+#: files up to this size go through safetensors' NumPy writer, which builds the file in memory
+_NUMPY_WRITE_MAX_BYTES = 64 * 2**20
 
+
+def write_state(path: str | Path, kind: str, obj: dict[str, Any]) -> None:
+    """Write ``obj`` (see :func:`pack`) atomically as a safetensors file of format ``kind``.
+
+    Small files of NumPy dtypes (a small model's checkpoint after every epoch) are serialised by
+    ``safetensors.numpy``, into the same bytes as ``safetensors.torch`` writes, in about a third of
+    its time for a few dozen tensors; others by ``safetensors.torch`` straight to the file."""
     tree, tensors = pack(obj)
     header = json.dumps({"format": kind, "version": STATE_VERSION, "payload": tree})
     tensors = _storable(tensors)
-    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata={_META_KEY: header}))
+    metadata = {_META_KEY: header}
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    if size <= _NUMPY_WRITE_MAX_BYTES and all(t.dtype in _NUMPY_DTYPES for t in tensors.values()):
+        from safetensors.numpy import save
+
+        atomic_write_bytes(path, save({k: t.numpy() for k, t in tensors.items()}, metadata=metadata))
+        return
+    from safetensors.torch import save_file
+
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def _open_header(p: Path, kind: str, what: str) -> dict[str, Any]:
