@@ -354,15 +354,21 @@ class _Step:
 
         def loss(params: dict[str, Tensor], buffers: dict[str, Tensor], parts: dict[str, Any],
                  option_values: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
-            batch = Batch(parts["features"], parts["lengths"], parts["y"], parts["index"], parts["extras"])
-            if option_values:
-                template.options = dataclasses.replace(self.base_options, **option_values)
-            try:
-                return torch.func.functional_call(self.call, (params, buffers), (batch,), tie_weights=self.tie_weights)
-            finally:
-                template.options = self.base_options
+            return self.member_call(self.call, params, buffers, parts, option_values)
 
         self.vmapped = torch.func.vmap(loss, randomness="different")
+
+    def member_call(self, call: nn.Module, params: dict[str, Tensor], buffers: dict[str, Tensor],
+                    parts: dict[str, Any], option_values: dict[str, Tensor]) -> Any:
+        """``call`` (a module wrapping the template) on one member's parameters, buffers, batch
+        parts and per-member option values: what the vmapped functions run for each member."""
+        batch = Batch(parts["features"], parts["lengths"], parts["y"], parts["index"], parts["extras"])
+        if option_values:
+            self.template.options = dataclasses.replace(self.base_options, **option_values)
+        try:
+            return torch.func.functional_call(call, (params, buffers), (batch,), tie_weights=self.tie_weights)
+        finally:
+            self.template.options = self.base_options
 
     def __call__(self, stack: _Stack, parts: dict[str, Any], option_values: dict[str, Tensor]
                  ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -393,13 +399,7 @@ class _Validation:
 
         def predict(params: dict[str, Tensor], buffers: dict[str, Tensor], parts: dict[str, Any],
                     option_values: dict[str, Tensor]) -> Tensor:
-            batch = Batch(parts["features"], parts["lengths"], parts["y"], parts["index"], parts["extras"])
-            if option_values:
-                step.template.options = dataclasses.replace(step.base_options, **option_values)
-            try:
-                return torch.func.functional_call(call, (params, buffers), (batch,), tie_weights=step.tie_weights)
-            finally:
-                step.template.options = step.base_options
+            return step.member_call(call, params, buffers, parts, option_values)
 
         self.per_member = torch.func.vmap(predict, in_dims=(0, 0, 0, 0))
         self.shared = torch.func.vmap(predict, in_dims=(0, 0, None, 0))
