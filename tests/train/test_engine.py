@@ -501,3 +501,42 @@ def test_an_empty_validation_split_is_warned_about():
     ds.splits["valid"] = torch.zeros(0, dtype=torch.long)
     with pytest.warns(UserWarning, match="the validation split is empty, so no best epoch can be selected"):
         Trainer(StagedModel(ds.spec), ds, TrainConfig(epochs=1, progress=False))
+
+
+def test_adam_runs_the_fused_kernel_where_pytorch_has_one():
+    from mmib.train.engine import fused_options
+
+    dense = [torch.zeros(3, 2), torch.zeros(2, dtype=torch.float64)]
+    assert fused_options(torch.optim.Adam, dense) == {"fused": True}
+    assert fused_options(torch.optim.AdamW, dense) == {"fused": True}
+    assert fused_options(torch.optim.SGD, dense) == {}  # not Adam: the default implementation
+    assert fused_options(torch.optim.Adam, []) == {}
+    assert fused_options(torch.optim.Adam, [torch.zeros(2, device="meta")]) == {}
+    assert fused_options(torch.optim.Adam, [torch.zeros(2, dtype=torch.complex64)]) == {}
+    assert fused_options(torch.optim.Adam, [torch.zeros(2, 2).to_sparse()]) == {}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
+def test_the_trainers_optimizer_is_fused_for_adam_and_steps_as_the_default_one(tiny_sim, optimizer):
+    """The fused kernel is the same update rule: 30 steps of both agree to float rounding, and
+    the weight decay and learning rate reach it."""
+    model = build_model("concat", tiny_sim.spec, hidden=8)
+    cfg = TrainConfig(epochs=1, progress=False, optimizer=optimizer, lr=3e-3, weight_decay=0.1)
+    trainer = Trainer(model, tiny_sim, cfg)
+    stage = model.training_plan(cfg)[0].stages[0]
+    opt = trainer._optimizer(stage)
+    assert opt.param_groups[0].get("fused") is (True if optimizer != "sgd" else None)
+    params = [p for g in stage.groups for p in g.params]
+    twins = [p.detach().clone().requires_grad_() for p in params]
+    plain = type(opt)([{"params": twins, "lr": 3e-3, "weight_decay": 0.1}])
+    g = torch.Generator().manual_seed(0)
+    start = [p.detach().clone() for p in params]
+    for _ in range(30):
+        for p, q in zip(params, twins):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        opt.step()
+        plain.step()
+    moved = max((p.detach() - s).abs().max().item() for p, s in zip(params, start))
+    assert moved > 1e-3  # it stepped
+    assert max((p.detach() - q.detach()).abs().max().item() for p, q in zip(params, twins)) < 1e-5

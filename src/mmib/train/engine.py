@@ -18,7 +18,7 @@ import math
 import random
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,26 @@ from mmib.nn.cache import feature_caches
 from mmib.train import rundir
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+#: devices and dtypes on which PyTorch's fused Adam/AdamW kernel runs
+_FUSED_DEVICES = ("cpu", "cuda")
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def fused_options(kind: type[torch.optim.Optimizer], params: Sequence[Tensor]) -> dict[str, Any]:
+    """``{"fused": True}`` for Adam/AdamW when every parameter is a dense floating-point tensor on
+    CPU or CUDA, else ``{}`` (the optimizer's default implementation).
+
+    Why: the default Adam on CPU loops over the parameters with about ten kernel calls each per
+    step, a quarter of a small run's wall time here (concat on sim-msa, 30 epochs: 2.25 -> 1.66 s
+    median, c-mib 5.96 -> 4.62 s); the fused kernel is one call per step with the same update rule
+    (it rounds differently by at most an ulp per step)."""
+    if kind not in (torch.optim.Adam, torch.optim.AdamW):
+        return {}
+    if not params or any(p.device.type not in _FUSED_DEVICES or p.dtype not in _FUSED_DTYPES or p.is_sparse
+                         for p in params):
+        return {}
+    return {"fused": True}
 PRECISIONS = ("fp32", "bf16", "fp16")
 
 
@@ -274,7 +294,8 @@ class Trainer:
     def _optimizer(self, stage: Stage) -> torch.optim.Optimizer:
         groups = [{"params": g.params, "lr": g.lr, "initial_lr": g.lr, "weight_decay": g.weight_decay}
                   for g in stage.groups]
-        return OPTIMIZERS[self.config.optimizer](groups)
+        kind = OPTIMIZERS[self.config.optimizer]
+        return kind(groups, **fused_options(kind, [p for g in stage.groups for p in g.params]))
 
     def clip_norm(self, stage: Stage) -> float | None:
         """The gradient-norm clip of ``stage``: its own, else the training config's (None: no clipping)."""

@@ -528,11 +528,13 @@ def trial_step(members: Sequence[Member]) -> str | None:
 
 # ----------------------------------------------------------------------------- training
 def _fuse(opt: torch.optim.Optimizer) -> list[tuple[Any, Any]] | None:
-    """Switch an Adam/AdamW optimizer to PyTorch's fused implementation for an epoch (one kernel per
-    step instead of ~10 per parameter; it rounds differently from the loop by at most an ulp per
-    step, which the batched products of the ensemble do anyway); returns the flags to restore
-    (:func:`_unfuse`) before the Trainer saves its state, so checkpoints hold a plain optimizer and a
-    member resumed alone trains as any run alone. None when the optimizer stays as it is."""
+    """Switch an Adam/AdamW optimizer that is not fused yet to PyTorch's fused implementation for an
+    epoch (one kernel per step instead of ~10 per parameter; it rounds differently from the loop by
+    at most an ulp per step, which the batched products of the ensemble do anyway); returns the
+    flags to restore (:func:`_unfuse`) before the Trainer saves its state, so a checkpoint keeps the
+    optimizer it was written with. The Trainer builds Adam fused where it can
+    (:func:`~mmib.train.engine.fused_options`), so this matters for members resumed from checkpoints
+    of a plain Adam. None when the optimizer stays as it is."""
     if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
         return None
     params = [p for g in opt.param_groups for p in g["params"]]
