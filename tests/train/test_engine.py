@@ -540,3 +540,30 @@ def test_the_trainers_optimizer_is_fused_for_adam_and_steps_as_the_default_one(t
     moved = max((p.detach() - s).abs().max().item() for p, s in zip(params, start))
     assert moved > 1e-3  # it stepped
     assert max((p.detach() - q.detach()).abs().max().item() for p, q in zip(params, twins)) < 1e-5
+
+
+def test_a_checkpoint_of_the_plain_adam_resumes_with_it(tmp_path, tiny_sim, monkeypatch):
+    """Checkpoints written before Adam was fused hold the loop's optimizer; resuming one steps on
+    with that optimizer and gives the run that never stopped."""
+    import sys
+
+    monkeypatch.setattr(sys.modules[Trainer.__module__], "fused_options", lambda kind, params: {})  # as an older version built it
+    cfg = TrainConfig(epochs=4, batch_size=32, progress=False, patience=10, seed=3)
+    torch.manual_seed(0)
+    full = build_model("concat", tiny_sim.spec, hidden=16, dropout=0.2)
+    Trainer(full, tiny_sim, cfg, tmp_path / "full", RunConfig(train=cfg)).fit()
+    torch.manual_seed(0)
+    part = _interrupting(build_model("concat", tiny_sim.spec, hidden=16, dropout=0.2), at_epoch=2)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(part, tiny_sim, cfg, tmp_path / "part", RunConfig(train=cfg)).fit()
+    monkeypatch.undo()  # this version resumes it
+    resumed = build_model("concat", tiny_sim.spec, hidden=16, dropout=0.2)
+    trainer = Trainer(resumed, tiny_sim, cfg, tmp_path / "part", RunConfig(train=cfg))
+    result = trainer.fit(resume=True)
+    assert result.results["epochs_run"] == 4
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+    torch.manual_seed(0)  # the same run with the fused kernel throughout ends elsewhere (by rounding),
+    fused = build_model("concat", tiny_sim.spec, hidden=16, dropout=0.2)  # so the equality above is the loop's
+    Trainer(fused, tiny_sim, cfg, None, RunConfig(train=cfg)).fit()
+    assert any(not torch.equal(a, b) for a, b in zip(full.state_dict().values(), fused.state_dict().values()))
