@@ -75,7 +75,7 @@ from mmib.config import RunConfig, TrainConfig
 from mmib.data.dataset import Batch, MultimodalDataset
 from mmib.errors import MMIBError
 from mmib.models.base import MultimodalModel, Phase, Stage
-from mmib.train.engine import FitResult, Trainer, _Run, seed_everything
+from mmib.train.engine import FitResult, Trainer, _Run, fused_options, seed_everything
 
 Log = Callable[[str], None]
 
@@ -273,6 +273,12 @@ def _set_tensor(model: nn.Module, name: str, value: Tensor) -> None:
     mod._buffers[attr] = value
 
 
+def _parts_of(batch: Batch) -> dict[str, Any]:
+    """One batch as the pytree the vmapped functions take (:meth:`_Step.member_call` rebuilds it)."""
+    return {"features": batch.features, "lengths": batch.lengths, "y": batch.y, "index": batch.index,
+            "extras": batch.extras}
+
+
 def _stack_batches(batches: Sequence[Batch]) -> dict[str, Any]:
     """The members' batches as one pytree with a leading member dimension."""
     first = batches[0]
@@ -454,10 +460,7 @@ class _Validation:
                         return [None] * len(active)
                     ys[j].append(b.y)
                 if shared:
-                    b = batches[0].to(device)
-                    parts = {"features": b.features, "lengths": b.lengths, "y": b.y, "index": b.index,
-                             "extras": b.extras}
-                    out = self.shared(stack.params, stack.buffers, parts, option_values)
+                    out = self.shared(stack.params, stack.buffers, _parts_of(batches[0].to(device)), option_values)
                 else:
                     out = self.per_member(stack.params, stack.buffers,
                                           _stack_batches([b.to(device) for b in batches]), option_values)
@@ -535,10 +538,8 @@ def _fuse(opt: torch.optim.Optimizer) -> list[tuple[Any, Any]] | None:
     optimizer it was written with. The Trainer builds Adam fused where it can
     (:func:`~mmib.train.engine.fused_options`), so this matters for members resumed from checkpoints
     of a plain Adam. None when the optimizer stays as it is."""
-    if not isinstance(opt, (torch.optim.Adam, torch.optim.AdamW)):
-        return None
     params = [p for g in opt.param_groups for p in g["params"]]
-    if not params or any(p.dtype != torch.float32 or p.device.type not in ("cpu", "cuda") for p in params):
+    if not fused_options(type(opt), params) or any(p.dtype != torch.float32 for p in params):
         return None
     if any(g.get("differentiable") or g.get("capturable") or g.get("fused") for g in opt.param_groups):
         return None
