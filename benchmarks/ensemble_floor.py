@@ -14,6 +14,13 @@ script asks whether that is reachable at all on this machine, for each model:
   (``torch.utils.flop_counter``) at the machine's measured single-thread matrix-product peak,
   the time no implementation of the same arithmetic can beat with these threads.
 
+* ``traced``: the same K-stack forward and backward (no optimizer) traced once into a graph of
+  plain ATen ops (``make_fx`` of ``torch.func.grad`` over the vmapped objective) and run from
+  it, against the eager vmapped forward and backward, over the full-size batches: what vmap's
+  dispatch costs, i.e. the most that compiling the step without changing its arithmetic could
+  save (a measurement only: the engine does not trace, since a trace fixes the batch shape and
+  every branch a model takes on a value).
+
 If the K-stack step loop alone already takes more than 2x the whole run alone, removing every
 other cost of the ensemble (batching, validation, checkpoints) cannot reach the target; if the
 matmul floor does, no implementation can.
@@ -49,6 +56,45 @@ def _timed(fn: Any) -> float:
     return time.perf_counter() - start
 
 
+def _traced_against_eager(torch: Any, stack: Any, step: Any, parts: list[dict[str, Any]], epochs: int,
+                          rounds: int) -> tuple[float, float]:
+    """Seconds of ``epochs`` passes of the K-stack forward and backward over the full-size batches
+    of ``parts``, eager under vmap and traced into plain ATen ops (best of ``rounds`` each)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    full = [p for p in parts if p["index"].shape[1] == parts[0]["index"].shape[1]]
+    params = {n: t.detach() for n, t in stack.params.items()}
+
+    def grads(params: dict[str, Any], buffers: dict[str, Any], batch: dict[str, Any]) -> Any:
+        def summed(p: dict[str, Any]) -> Any:
+            total, _ = step.vmapped(p, buffers, batch, {})
+            return total.sum()
+
+        return torch.func.grad(summed)(params)
+
+    traced = make_fx(grads)(params, stack.buffers, full[0])
+    torch.manual_seed(0)  # the same draws both ways: the trace must compute the eager gradients
+    expected = grads(params, stack.buffers, full[-1])
+    torch.manual_seed(0)
+    got = traced(params, stack.buffers, full[-1])
+    if not all(torch.allclose(got[n], expected[n], rtol=1e-4, atol=1e-6) for n in expected):
+        raise SystemExit("the traced step's gradients differ from the eager ones: its timing would mean nothing")
+
+    def eager_loop() -> None:
+        for _ in range(epochs):
+            for p in full:
+                stack.zero_grad()
+                step(stack, p, {})[0].sum().backward()
+
+    def traced_loop() -> None:
+        for _ in range(epochs):
+            for p in full:
+                traced(params, stack.buffers, p)
+
+    eager_loop(), traced_loop()
+    return min(_timed(eager_loop) for _ in range(rounds)), min(_timed(traced_loop) for _ in range(rounds))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_ensemble_arguments(
         ensemble_arguments(__doc__.splitlines()[0], rounds=3, rounds_help="repeats; the best is reported"), argv)
@@ -67,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{k} seeds on {args.data}, {epochs} epochs, {args.threads} torch thread(s), best of {args.rounds}; "
           f"matrix-product peak {peak:.0f} GFLOP/s")
     print(f"| model | alone: s | {k} together: s | ratio | one step loop: s | {k}-stack step loop: s "
-          f"(forward / backward / Adam) | {k}-stack loop vs alone | matmul floor: s | floor vs alone |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"(forward / backward / Adam) | {k}-stack loop vs alone | matmul floor: s | floor vs alone | "
+          "forward + backward, eager / traced: s |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name in args.models.split(","):
         cfgs = [make_config(name, args.data, overrides=[f"train.seed={s}"], progress=False,
                             epochs=epochs, patience=epochs + 1) for s in range(k)]
@@ -151,11 +198,13 @@ def main(argv: list[str] | None = None) -> int:
             if best is None or sum(split.values()) < sum(best.values()):
                 best = dict(split)
         grouped.release()
+        eager_s, traced_s = _traced_against_eager(torch, stack, step, parts, epochs, args.rounds)
         stack.release()
         assert best is not None
         stack_s, a, t = sum(best.values()), min(alone), min(together)
         print(f"| {name} | {a:.2f} | {t:.2f} | {t / a:.2f}x | {one_s:.2f} | {stack_s:.2f} ({best['forward']:.2f} / "
-              f"{best['backward']:.2f} / {best['adam']:.2f}) | {stack_s / a:.2f}x | {floor_s:.2f} | {floor_s / a:.2f}x |")
+              f"{best['backward']:.2f} / {best['adam']:.2f}) | {stack_s / a:.2f}x | {floor_s:.2f} | {floor_s / a:.2f}x | "
+              f"{eager_s:.2f} / {traced_s:.2f} ({traced_s / eager_s - 1:+.0%}) |")
     return 0
 
 

@@ -18,7 +18,11 @@ runs / wall time.
 (``mmib.api.train``) against K seeds trained together (``mmib.api.train_together``), rounds
 alternating so that drifting machine load hits both alike, a fixed number of epochs (no early
 stop: equal work per run), ``--ks`` the K to try. With ``--device cuda`` the same on the GPU
-(K = 1, 5, 20 by default); without CUDA it says so and exits 0.
+(K = 1, 5, 20 by default); without CUDA it says so and exits 0. ``--compare-jobs J``: also the
+K seeds through ``mmib compare``'s own executor with J processes
+(:func:`mmib.experiments.compare.execute`: a fresh pool of forked workers per call, as the
+command makes one, the seeds split into ensembles across them), i.e. ``mmib compare --jobs J``
+without the interpreter's start-up and PyTorch's import.
 
 Examples (reduced; the full study is the default)::
 
@@ -201,6 +205,7 @@ def inprocess(args: argparse.Namespace) -> int:
         return 0
     torch.set_num_threads(args.threads)
     from mmib.api import make_config, train, train_together
+    from mmib.experiments.compare import PlannedRun, execute
 
     ks = [int(k) for k in args.ks.split(",")]
     data, data_sets = parse_data(args.data)[0]
@@ -209,16 +214,20 @@ def inprocess(args: argparse.Namespace) -> int:
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="mmib-throughput-"))
     for model in args.models.split(","):
-        def cfg(seed: int):
+        def cfg(seed: int, epochs: int = args.epochs):
             return make_config(model, data, overrides=[*data_sets, *args.set, f"train.seed={seed}"], progress=False,
-                               epochs=args.epochs, patience=args.epochs + 1, device=args.device)
+                               epochs=epochs, patience=epochs + 1, device=args.device)
 
         configs = [cfg(s) for s in range(max(ks))]
         train(config=configs[0], epochs=1)  # warm-up: imports, first optimizer, allocator
+        if args.compare_jobs:  # warm-up: the fork server (it imports PyTorch once per process that uses it)
+            execute([PlannedRun(model, i, tmp / "warm" / model / str(i), cfg(i, 1)) for i in range(args.compare_jobs)],
+                    jobs=args.compare_jobs, log=None)
         alone_w, alone_c = [], []
         together: dict[int, tuple[list[float], list[float]]] = {k: ([], []) for k in ks}
+        through_compare: dict[int, list[float]] = {k: [] for k in ks}
         notes: list[str] = []
-        for _ in range(args.rounds):
+        for rnd in range(args.rounds):
             w, c = time.perf_counter(), time.process_time()
             train(config=configs[0], out=tmp / "alone")
             sync(args.device)
@@ -233,23 +242,36 @@ def inprocess(args: argparse.Namespace) -> int:
                 bad = [r for r in res if isinstance(r, Exception)]
                 if bad:
                     print(f"{model} K={k}: {len(bad)} run(s) failed: {bad[0]}")
+                if args.compare_jobs:
+                    runs = [PlannedRun(model, i, tmp / f"c-{model}-{rnd}-{k}" / str(i), configs[i]) for i in range(k)]
+                    w = time.perf_counter()
+                    failures = execute(runs, jobs=args.compare_jobs, log=None)
+                    through_compare[k].append(time.perf_counter() - w)
+                    if failures:
+                        print(f"{model} K={k} through compare: {len(failures)} run(s) failed: {failures[0]['error']}")
         how = "together" if any("together" in n for n in notes) else "one at a time (" + notes[-1] + ")"
         t1w, t1c = statistics.median(alone_w), statistics.median(alone_c)
         for k in ks:
             tw, tc = statistics.median(together[k][0]), statistics.median(together[k][1])
-            rows.append((model, k, t1w, t1c, tw, tc, how if k > 1 else "-"))
+            tj = statistics.median(through_compare[k]) if through_compare[k] else None
+            rows.append((model, k, t1w, t1c, tw, tc, how if k > 1 else "-", tj))
     shutil.rmtree(tmp, ignore_errors=True)
+    jobs_head = f" K seeds through compare, {args.compare_jobs} processes: wall s | vs one seed |" if args.compare_jobs else ""
     print(f"\n| model | K | one seed alone: wall s | CPU s | K seeds: wall s | CPU s | wall vs one seed | "
-          "runs per wall-second vs alone | how |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for model, k, t1w, t1c, tw, tc, how in rows:
+          f"runs per wall-second vs alone | how |{jobs_head}")
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if args.compare_jobs else ""))
+    for model, k, t1w, t1c, tw, tc, how, tj in rows:
+        jobs_cells = f" {tj:.2f} | {tj / t1w:.2f}x |" if tj is not None else ""
         print(f"| {model} | {k} | {t1w:.2f} | {t1c:.2f} | {tw:.2f} | {tc:.2f} | {tw / t1w:.2f}x | "
-              f"{k * t1w / tw:.2f}x | {how} |")
+              f"{k * t1w / tw:.2f}x | {how} |{jobs_cells}")
     if 5 in ks and args.device == "cpu":
-        for model, k, t1w, _, tw, _, _ in rows:
+        for model, k, t1w, _, tw, _, _, tj in rows:
             if k == 5:
                 verdict = "met" if tw <= 2 * t1w else "not met"
-                print(f"target '5 seeds in at most 2x the wall time of one seed', {model}: {tw / t1w:.2f}x ({verdict})")
+                jobs = (f"; through compare with {args.compare_jobs} processes {tj / t1w:.2f}x "
+                        f"({'met' if tj <= 2 * t1w else 'not met'})" if tj is not None else "")
+                print(f"target '5 seeds in at most 2x the wall time of one seed', {model}: {tw / t1w:.2f}x ({verdict})"
+                      f" in one process{jobs}")
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     return 0
 
@@ -280,7 +302,11 @@ def main() -> int:
     ap.add_argument("--ks", help="K seeds together for --inprocess (default 5 on cpu, 1,5,20 on cuda)")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of --inprocess (default 3)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of --inprocess (default 1)")
+    ap.add_argument("--compare-jobs", type=int, default=0, metavar="J",
+                    help="--inprocess: also the K seeds through mmib compare's executor with J processes (default: no)")
     args = ap.parse_args()
+    if args.compare_jobs < 0:
+        ap.error(f"--compare-jobs: {args.compare_jobs} is not a number of processes (0 = not measured, or 1 or more)")
     if args.inprocess or args.device == "cuda":
         args.ks = args.ks or ("1,5,20" if args.device == "cuda" else "5")
         return inprocess(args)

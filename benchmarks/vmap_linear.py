@@ -16,6 +16,11 @@ models' size (batch 64, 128 -> 128 by default) as:
 If ``baddbmm`` is much cheaper than ``vmap F.linear``, grouped layers written without vmap would
 shrink the ensemble's step; if the custom rule is not, that saving cannot be had inside vmap.
 
+Last, the arithmetic rate of one member's bare product at this shape and of K members' as one
+``bmm``, beside this core's peak (the best of 1024 x 1024 products): when a single member's small
+product already runs near peak, K members' products cost K times one member's however they are
+batched, and batching can only save the overhead around them.
+
 Example::
 
     OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONPATH=src python benchmarks/vmap_linear.py
@@ -122,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     base = next(r[2] for r in rows if r[0] == "vmap F.linear")
     for name, fwd, fb, same in rows:
         print(f"| {name} | {fwd:.0f} | {fb:.0f} | {fb / base:.2f}x | {same} |")
+
+    a, m = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    peak = 2 * 1024 ** 3 / (min(_microseconds(lambda: a @ m, 5) for _ in range(5)) / 1e6) / 1e9
+    xs, ws = x.detach(), w.detach().transpose(1, 2).contiguous()
+    flops = 2 * n * i * o
+    one = flops / (min(_microseconds(lambda: xs[0] @ ws[0], args.repeats) for _ in range(3)) / 1e6) / 1e9
+    many = k * flops / (min(_microseconds(lambda: torch.bmm(xs, ws), args.repeats) for _ in range(3)) / 1e6) / 1e9
+    print(f"products: one member {n}x{i} @ {i}x{o} at {one:.0f} GFLOP/s ({one / peak:.0%} of this core's peak, "
+          f"{peak:.0f} GFLOP/s at 1024^3); {k} members as one bmm at {many:.0f} GFLOP/s ({many / peak:.0%})")
     return 0
 
 
