@@ -1,9 +1,12 @@
-"""Command-line arguments shared by the ensemble benchmarks (``ensemble_floor.py``,
-``ensemble_optimizer_step.py``): which models, data, number of seeds, epochs, rounds, threads."""
+"""What the ensemble benchmarks share (``ensemble_floor.py``, ``ensemble_optimizer_step.py``,
+``vmap_linear.py``): their command-line arguments (which models, data, number of seeds, epochs,
+rounds, threads) and the measured matrix-product peak they compare against."""
 
 from __future__ import annotations
 
 import argparse
+import time
+from typing import Any
 
 
 def ensemble_arguments(description: str, rounds: int, rounds_help: str) -> argparse.ArgumentParser:
@@ -24,3 +27,15 @@ def parse_ensemble_arguments(parser: argparse.ArgumentParser, argv: list[str] | 
     if args.k < 2 or args.epochs < 1 or args.rounds < 1 or args.threads < 1:
         parser.error("--k must be >= 2 and --epochs, --rounds, --threads >= 1")
     return args
+
+
+def peak_gflops(torch: Any) -> float:
+    """This process's matrix-product peak at its torch threads: the best of ten 1024^3 products."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = float("inf")
+    for _ in range(10):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * 1024 ** 3 / best / 1e9

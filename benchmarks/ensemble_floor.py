@@ -19,7 +19,8 @@ script asks whether that is reachable at all on this machine, for each model:
   it, against the eager vmapped forward and backward, over the full-size batches: what vmap's
   dispatch costs, i.e. the most that compiling the step without changing its arithmetic could
   save (a measurement only: the engine does not trace, since a trace fixes the batch shape and
-  every branch a model takes on a value).
+  every branch a model takes on a value); with ``--compile`` also that graph compiled by
+  ``torch.compile`` (Inductor: fuses the elementwise work), its compile time and its loop.
 
 If the K-stack step loop alone already takes more than 2x the whole run alone, removing every
 other cost of the ensemble (batching, validation, checkpoints) cannot reach the target; if the
@@ -39,15 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _ensemble_cli import ensemble_arguments, parse_ensemble_arguments
-
-
-def _peak_gflops(torch: Any) -> float:
-    """Single-process matrix-product peak: the best of a few 1024^3 products."""
-    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(10))
-    return 2 * 1024 ** 3 / best / 1e9
+from _ensemble_cli import ensemble_arguments, parse_ensemble_arguments, peak_gflops
 
 
 def _timed(fn: Any) -> float:
@@ -57,9 +50,10 @@ def _timed(fn: Any) -> float:
 
 
 def _traced_against_eager(torch: Any, stack: Any, step: Any, parts: list[dict[str, Any]], epochs: int,
-                          rounds: int) -> tuple[float, float]:
+                          rounds: int, compile_it: bool = False) -> tuple[float, float, tuple[float, float] | None]:
     """Seconds of ``epochs`` passes of the K-stack forward and backward over the full-size batches
-    of ``parts``, eager under vmap and traced into plain ATen ops (best of ``rounds`` each)."""
+    of ``parts``, eager under vmap and traced into plain ATen ops (best of ``rounds`` each), and
+    with ``compile_it`` the traced graph's compile seconds under ``torch.compile`` and its loop."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
     full = [p for p in parts if p["index"].shape[1] == parts[0]["index"].shape[1]]
@@ -86,18 +80,29 @@ def _traced_against_eager(torch: Any, stack: Any, step: Any, parts: list[dict[st
                 stack.zero_grad()
                 step(stack, p, {})[0].sum().backward()
 
-    def traced_loop() -> None:
-        for _ in range(epochs):
-            for p in full:
-                traced(params, stack.buffers, p)
+    def loop(graph: Any) -> Any:
+        def passes() -> None:
+            for _ in range(epochs):
+                for p in full:
+                    graph(params, stack.buffers, p)
 
-    eager_loop(), traced_loop()
-    return min(_timed(eager_loop) for _ in range(rounds)), min(_timed(traced_loop) for _ in range(rounds))
+        return passes
+
+    eager_loop(), loop(traced)()
+    eager_s = min(_timed(eager_loop) for _ in range(rounds))
+    traced_s = min(_timed(loop(traced)) for _ in range(rounds))
+    if not compile_it:
+        return eager_s, traced_s, None
+    compiled = torch.compile(traced)
+    compile_s = _timed(lambda: compiled(params, stack.buffers, full[0]))
+    return eager_s, traced_s, (compile_s, min(_timed(loop(compiled)) for _ in range(rounds)))
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_ensemble_arguments(
-        ensemble_arguments(__doc__.splitlines()[0], rounds=3, rounds_help="repeats; the best is reported"), argv)
+    parser = ensemble_arguments(__doc__.splitlines()[0], rounds=3, rounds_help="repeats; the best is reported")
+    parser.add_argument("--compile", action="store_true",
+                        help="also the traced step compiled by torch.compile (Inductor; tens of seconds per model)")
+    args = parse_ensemble_arguments(parser, argv)
 
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -108,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     from mmib.train.engine import Trainer, seed_everything
 
     torch.set_num_threads(args.threads)
-    peak = _peak_gflops(torch)
+    peak = peak_gflops(torch)
     k, epochs = args.k, args.epochs
     print(f"{k} seeds on {args.data}, {epochs} epochs, {args.threads} torch thread(s), best of {args.rounds}; "
           f"matrix-product peak {peak:.0f} GFLOP/s")
@@ -198,13 +203,16 @@ def main(argv: list[str] | None = None) -> int:
             if best is None or sum(split.values()) < sum(best.values()):
                 best = dict(split)
         grouped.release()
-        eager_s, traced_s = _traced_against_eager(torch, stack, step, parts, epochs, args.rounds)
+        eager_s, traced_s, compiled = _traced_against_eager(torch, stack, step, parts, epochs, args.rounds, args.compile)
         stack.release()
         assert best is not None
         stack_s, a, t = sum(best.values()), min(alone), min(together)
         print(f"| {name} | {a:.2f} | {t:.2f} | {t / a:.2f}x | {one_s:.2f} | {stack_s:.2f} ({best['forward']:.2f} / "
               f"{best['backward']:.2f} / {best['adam']:.2f}) | {stack_s / a:.2f}x | {floor_s:.2f} | {floor_s / a:.2f}x | "
               f"{eager_s:.2f} / {traced_s:.2f} ({traced_s / eager_s - 1:+.0%}) |")
+        if compiled is not None:
+            print(f"{name}: the traced step compiled by torch.compile in {compiled[0]:.1f} s; its loop {compiled[1]:.2f} s "
+                  f"({compiled[1] / traced_s - 1:+.0%} vs traced, {compiled[1] / eager_s - 1:+.0%} vs eager)")
     return 0
 
 

@@ -32,6 +32,8 @@ import argparse
 import time
 from typing import Any, Callable
 
+from _ensemble_cli import peak_gflops
+
 
 def _microseconds(fn: Callable[[], Any], repeats: int) -> float:
     for _ in range(max(repeats // 20, 5)):
@@ -128,8 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, fwd, fb, same in rows:
         print(f"| {name} | {fwd:.0f} | {fb:.0f} | {fb / base:.2f}x | {same} |")
 
-    a, m = torch.randn(1024, 1024), torch.randn(1024, 1024)
-    peak = 2 * 1024 ** 3 / (min(_microseconds(lambda: a @ m, 5) for _ in range(5)) / 1e6) / 1e9
+    peak = peak_gflops(torch)
     xs, ws = x.detach(), w.detach().transpose(1, 2).contiguous()
     flops = 2 * n * i * o
     one = flops / (min(_microseconds(lambda: xs[0] @ ws[0], args.repeats) for _ in range(3)) / 1e6) / 1e9
