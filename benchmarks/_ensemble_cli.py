@@ -1,6 +1,6 @@
 """What the ensemble benchmarks share (``ensemble_floor.py``, ``ensemble_optimizer_step.py``,
-``vmap_linear.py``): their command-line arguments (which models, data, number of seeds, epochs,
-rounds, threads) and the measured matrix-product peak they compare against."""
+``ensemble_products.py``, ``vmap_linear.py``): their command-line arguments (which models, data,
+number of seeds, epochs, rounds, threads) and the measured matrix-product peak they compare against."""
 
 from __future__ import annotations
 
