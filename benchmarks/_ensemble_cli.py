@@ -1,12 +1,13 @@
 """What the ensemble benchmarks share (``ensemble_floor.py``, ``ensemble_optimizer_step.py``,
 ``ensemble_products.py``, ``vmap_linear.py``): their command-line arguments (which models, data,
-number of seeds, epochs, rounds, threads) and the measured matrix-product peak they compare against."""
+number of seeds, epochs, rounds, threads), the measured matrix-product peak they compare against,
+and the tight-loop timer of one call."""
 
 from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
+from typing import Any, Callable
 
 
 def ensemble_arguments(description: str, rounds: int, rounds_help: str) -> argparse.ArgumentParser:
@@ -39,3 +40,13 @@ def peak_gflops(torch: Any) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * 1024 ** 3 / best / 1e9
+
+
+def microseconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Microseconds per call of ``fn`` in a tight loop of ``repeats`` calls, after a warm-up."""
+    for _ in range(max(repeats // 20, 5)):
+        fn()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats * 1e6

@@ -12,7 +12,8 @@ script asks whether that is reachable at all on this machine, for each model:
   split into forward, backward and optimizer;
 * ``matmul floor``: the matrix-product FLOPs of K members' forward and backward
   (``torch.utils.flop_counter``) at the machine's measured single-thread matrix-product peak,
-  the time no implementation of the same arithmetic can beat with these threads.
+  the time no implementation of the same arithmetic can beat with these threads (inside a real
+  run the products take about twice that: ``ensemble_products.py`` measures them there).
 
 * ``traced``: the same K-stack forward and backward (no optimizer) traced once into a graph of
   plain ATen ops (``make_fx`` of ``torch.func.grad`` over the vmapped objective) and run from

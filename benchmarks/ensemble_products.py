@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from _ensemble_cli import ensemble_arguments, parse_ensemble_arguments, peak_gflops
+from _ensemble_cli import ensemble_arguments, microseconds, parse_ensemble_arguments, peak_gflops
 
 PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
@@ -69,12 +69,7 @@ def loop_microseconds(torch: Any, op: str, shapes: list[list[int]], repeats: int
     call = {"aten::mm": torch.mm, "aten::addmm": torch.addmm,
             "aten::bmm": torch.bmm, "aten::baddbmm": torch.baddbmm}[op]
     tensors = [torch.randn(*shape) for shape in shapes[:3 if op in ("aten::addmm", "aten::baddbmm") else 2]]
-    for _ in range(repeats // 10):
-        call(*tensors)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        call(*tensors)
-    return (time.perf_counter() - start) / repeats * 1e6
+    return microseconds(lambda: call(*tensors), repeats)
 
 
 def profiled(torch: Any, run: Callable[[], Any]) -> dict[str, Any]:

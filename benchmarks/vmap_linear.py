@@ -29,19 +29,9 @@ Example::
 from __future__ import annotations
 
 import argparse
-import time
 from typing import Any, Callable
 
-from _ensemble_cli import peak_gflops
-
-
-def _microseconds(fn: Callable[[], Any], repeats: int) -> float:
-    for _ in range(max(repeats // 20, 5)):
-        fn()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats * 1e6
+from _ensemble_cli import microseconds, peak_gflops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         same = "-" if name == "one member" else (
             "yes" if torch.allclose(torch.stack(got) if isinstance(got, list) else got, reference, atol=1e-4)
             else "NO")
-        rows.append((name, _microseconds(forward, args.repeats), _microseconds(both, args.repeats), same))
+        rows.append((name, microseconds(forward, args.repeats), microseconds(both, args.repeats), same))
     base = next(r[2] for r in rows if r[0] == "vmap F.linear")
     for name, fwd, fb, same in rows:
         print(f"| {name} | {fwd:.0f} | {fb:.0f} | {fb / base:.2f}x | {same} |")
@@ -133,8 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = peak_gflops(torch)
     xs, ws = x.detach(), w.detach().transpose(1, 2).contiguous()
     flops = 2 * n * i * o
-    one = flops / (min(_microseconds(lambda: xs[0] @ ws[0], args.repeats) for _ in range(3)) / 1e6) / 1e9
-    many = k * flops / (min(_microseconds(lambda: torch.bmm(xs, ws), args.repeats) for _ in range(3)) / 1e6) / 1e9
+    one = flops / (min(microseconds(lambda: xs[0] @ ws[0], args.repeats) for _ in range(3)) / 1e6) / 1e9
+    many = k * flops / (min(microseconds(lambda: torch.bmm(xs, ws), args.repeats) for _ in range(3)) / 1e6) / 1e9
     print(f"products: one member {n}x{i} @ {i}x{o} at {one:.0f} GFLOP/s ({one / peak:.0%} of this core's peak, "
           f"{peak:.0f} GFLOP/s at 1024^3); {k} members as one bmm at {many:.0f} GFLOP/s ({many / peak:.0%})")
     return 0
