@@ -1,7 +1,7 @@
 """What the ensemble benchmarks share (``ensemble_floor.py``, ``ensemble_optimizer_step.py``,
 ``ensemble_products.py``, ``vmap_linear.py``): their command-line arguments (which models, data,
 number of seeds, epochs, rounds, threads), the measured matrix-product peak they compare against,
-and the tight-loop timer of one call."""
+the wall time of one call and the tight-loop timer of one call."""
 
 from __future__ import annotations
 
@@ -30,15 +30,18 @@ def parse_ensemble_arguments(parser: argparse.ArgumentParser, argv: list[str] | 
     return args
 
 
+def seconds(fn: Callable[[], Any]) -> float:
+    """Wall seconds of one call of ``fn``."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
 def peak_gflops(torch: Any) -> float:
     """This process's matrix-product peak at its torch threads: the best of ten 1024^3 products."""
     a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
     a @ b
-    best = float("inf")
-    for _ in range(10):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
+    best = min(seconds(lambda: a @ b) for _ in range(10))
     return 2 * 1024 ** 3 / best / 1e9
 
 

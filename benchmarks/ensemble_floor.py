@@ -41,13 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _ensemble_cli import ensemble_arguments, parse_ensemble_arguments, peak_gflops
-
-
-def _timed(fn: Any) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+from _ensemble_cli import ensemble_arguments, parse_ensemble_arguments, peak_gflops, seconds
 
 
 def _traced_against_eager(torch: Any, stack: Any, step: Any, parts: list[dict[str, Any]], epochs: int,
@@ -90,13 +84,13 @@ def _traced_against_eager(torch: Any, stack: Any, step: Any, parts: list[dict[st
         return passes
 
     eager_loop(), loop(traced)()
-    eager_s = min(_timed(eager_loop) for _ in range(rounds))
-    traced_s = min(_timed(loop(traced)) for _ in range(rounds))
+    eager_s = min(seconds(eager_loop) for _ in range(rounds))
+    traced_s = min(seconds(loop(traced)) for _ in range(rounds))
     if not compile_it:
         return eager_s, traced_s, None
     compiled = torch.compile(traced)
-    compile_s = _timed(lambda: compiled(params, stack.buffers, full[0]))
-    return eager_s, traced_s, (compile_s, min(_timed(loop(compiled)) for _ in range(rounds)))
+    compile_s = seconds(lambda: compiled(params, stack.buffers, full[0]))
+    return eager_s, traced_s, (compile_s, min(seconds(loop(compiled)) for _ in range(rounds)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,8 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         alone, together = [], []
         try:
             for r in range(args.rounds):
-                alone.append(_timed(lambda: train(config=cfgs[0], dataset=ds, out=tmp / f"a{r}")))
-                together.append(_timed(lambda: train_together(cfgs, [tmp / f"t{r}m{i}" for i in range(k)])))
+                alone.append(seconds(lambda: train(config=cfgs[0], dataset=ds, out=tmp / f"a{r}")))
+                together.append(seconds(lambda: train_together(cfgs, [tmp / f"t{r}m{i}" for i in range(k)])))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -158,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                     opt.step()
 
         one_loop()
-        one_s = min(_timed(one_loop) for _ in range(args.rounds))
+        one_s = min(seconds(one_loop) for _ in range(args.rounds))
 
         with FlopCounterMode(display=False) as counter:
             copy.deepcopy(models[0]).objective(batches[0], phase, stage).total.backward()

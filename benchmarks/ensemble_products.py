@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from _ensemble_cli import ensemble_arguments, microseconds, parse_ensemble_arguments, peak_gflops
+from _ensemble_cli import ensemble_arguments, microseconds, parse_ensemble_arguments, peak_gflops, seconds
 
 PRODUCTS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 
@@ -141,9 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             walls: dict[str, list[float]] = {"alone": [], "together": []}
             for _ in range(args.rounds):
                 for name, fn in (("alone", alone), ("together", together)):
-                    start = time.perf_counter()
-                    fn()
-                    walls[name].append(time.perf_counter() - start)
+                    walls[name].append(seconds(fn))
             # this machine's speed drifts within minutes: the least disturbed of a few profiles
             one = min((profiled(torch, alone) for _ in range(args.profiles)), key=lambda p: p["self"])
             many = min((profiled(torch, together) for _ in range(args.profiles)), key=lambda p: p["self"])
@@ -170,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{model}, {k} together: the {args.shapes} costliest product shapes")
             print("| op | input shapes | calls | s | GFLOP/s | us per call, in the run / in a tight loop |")
             print("|---|---|---|---|---|---|")
-            for op, shp, calls, seconds, flops in sorted(shapes, key=lambda s: -s[3])[:args.shapes]:
-                print(f"| {op} | {shp} | {calls} | {seconds:.3f} | {flops / seconds / 1e9:.1f} | "
-                      f"{seconds / calls * 1e6:.0f} / {loop_microseconds(torch, op, shp):.0f} |")
+            for op, shp, calls, spent, flops in sorted(shapes, key=lambda s: -s[3])[:args.shapes]:
+                print(f"| {op} | {shp} | {calls} | {spent:.3f} | {flops / spent / 1e9:.1f} | "
+                      f"{spent / calls * 1e6:.0f} / {loop_microseconds(torch, op, shp):.0f} |")
     return 0
 
 

@@ -44,3 +44,18 @@ def test_bad_arguments_exit_with_a_usage_error(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         ensemble_products.main(argv)
     assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_one_epoch_prints_the_products_table_with_sane_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    torch.set_num_threads(1)
+    assert ensemble_products.main(["--models", "concat", "--k", "5", "--epochs", "1", "--rounds", "1",
+                                   "--profiles", "1", "--shapes", "1"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| concat |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    products_alone, products_together = (float(x) for x in cells[3].split(" / "))
+    assert 0 < products_alone < products_together  # five members do five times the arithmetic of one
+    rate_alone, rate_together = (float(x) for x in cells[4].split(" / "))
+    assert 0 < rate_alone and 0 < rate_together
+    assert "| aten::" in out  # the costliest shape's listing
