@@ -48,7 +48,6 @@ def test_bad_arguments_exit_with_a_usage_error(argv: list[str]) -> None:
 
 @pytest.mark.slow
 def test_one_epoch_prints_the_products_table_with_sane_figures(capsys: pytest.CaptureFixture[str]) -> None:
-    torch.set_num_threads(1)
     assert ensemble_products.main(["--models", "concat", "--k", "5", "--epochs", "1", "--rounds", "1",
                                    "--profiles", "1", "--shapes", "1"]) == 0
     out = capsys.readouterr().out
